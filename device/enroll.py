@@ -1,0 +1,214 @@
+"""Few-shot enrollment: a handful of takes become a prototype head, no gradient steps.
+
+Each take is checked before it can spoil the prototype (silent, clipped, too
+short, too long, or unlike the other takes), embedded exactly as the detector
+will see the word, and averaged into a unit prototype. When the takes spread
+into two groups (two pronunciations, two rooms) a second sub-prototype keeps
+both. The decision threshold is calibrated per keyword from how the takes score
+against each other and how non-keyword speech and noise (the model's negative
+bank) score against the prototype.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from device.encoder import Encoder
+from device.manifest import ModelError, sha256_of
+from device.store import Keyword
+from device.vad import frame_energy_db, speech_bounds
+
+log = logging.getLogger(__name__)
+
+MIN_TAKES, MAX_TAKES = 3, 10
+SILENT_DB = -50.0  # loudest 10 ms frame below this: nothing was said
+CLIPPED_FRACTION = 0.01  # more than 1 % of speech samples at full scale
+MIN_SPEECH_SECONDS = 0.15
+OUTLIER_COSINE = 0.45  # a take this far from the others' mean is not the same word
+SPLIT_COSINE = 0.6  # below this, two sub-prototypes describe the takes better than one
+
+
+class EnrollmentError(ValueError):
+    """A take or a set of takes that cannot make a keyword; the message says which and why."""
+
+
+@dataclass
+class Take:
+    """A checked take: its audio (trimmed to the speech) and its embedding."""
+
+    label: str
+    samples: np.ndarray
+    embedding: np.ndarray
+    speech_seconds: float
+
+
+def check_take(samples: np.ndarray, label: str, max_seconds: float, rate: int = 16000) -> np.ndarray:
+    """Return the speech part of a take, or raise :class:`EnrollmentError` with the reason."""
+    samples = np.asarray(samples, dtype=np.float32)
+    energy = frame_energy_db(samples, rate)
+    if len(energy) == 0 or energy.max() < SILENT_DB:
+        loudest = energy.max() if len(energy) else -120.0
+        raise EnrollmentError(f"{label}: silent (loudest part {loudest:.0f} dBFS); speak closer to the microphone")
+    bounds = speech_bounds(samples, rate)
+    if bounds is None:
+        raise EnrollmentError(f"{label}: no speech found")
+    speech = samples[bounds[0] : bounds[1]]
+    clipped = float(np.mean(np.abs(speech) >= 0.99))
+    if clipped > CLIPPED_FRACTION:
+        raise EnrollmentError(
+            f"{label}: clipped ({100 * clipped:.1f}% of samples at full scale); speak softer or lower the input gain"
+        )
+    seconds = len(speech) / rate
+    if seconds < MIN_SPEECH_SECONDS:
+        raise EnrollmentError(f"{label}: too short ({seconds:.2f} s of speech, need at least {MIN_SPEECH_SECONDS} s)")
+    if seconds > max_seconds:
+        raise EnrollmentError(
+            f"{label}: too long ({seconds:.2f} s of speech; the encoder hears {max_seconds:.2f} s at a time): "
+            f"say just the wake word, with silence around it"
+        )
+    return samples[max(0, bounds[0] - rate // 10) : bounds[1] + rate // 10]
+
+
+def embed_takes(encoder: Encoder, takes: list[tuple[str, np.ndarray]]) -> list[Take]:
+    """Check and embed every take; all problems are collected and reported together."""
+    max_seconds = encoder.window_samples / encoder.manifest.frontend.sample_rate
+    checked, problems = [], []
+    for label, samples in takes:
+        try:
+            speech = check_take(samples, label, max_seconds)
+        except EnrollmentError as error:
+            problems.append(str(error))
+            continue
+        seconds = len(speech) / encoder.manifest.frontend.sample_rate
+        checked.append(Take(label, speech, encoder.embed_utterance(speech), seconds))
+    if problems:
+        raise EnrollmentError("rejected takes:\n  " + "\n  ".join(problems))
+    return checked
+
+
+def find_outliers(embeddings: np.ndarray) -> list[int]:
+    """Indices of takes whose cosine to the mean of the *other* takes is below ``OUTLIER_COSINE``."""
+    outliers = []
+    for i in range(len(embeddings)):
+        others = np.delete(embeddings, i, axis=0).mean(axis=0)
+        if float(embeddings[i] @ others) / (np.linalg.norm(others) + 1e-12) < OUTLIER_COSINE:
+            outliers.append(i)
+    return outliers
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / (np.linalg.norm(v, axis=-1, keepdims=True) + 1e-12)
+
+
+def make_prototypes(embeddings: np.ndarray) -> np.ndarray:
+    """One unit prototype, or two when the takes split into two clear groups (2-means on cosine)."""
+    mean = _unit(embeddings.mean(axis=0))
+    if len(embeddings) < 4 or float(np.min(embeddings @ embeddings.T)) >= SPLIT_COSINE:
+        return mean[None]
+    similarity = embeddings @ embeddings.T
+    a, b = np.unravel_index(np.argmin(similarity), similarity.shape)
+    centres = embeddings[[a, b]]
+    for _ in range(10):
+        groups = np.argmax(embeddings @ centres.T, axis=1)
+        if min(np.sum(groups == 0), np.sum(groups == 1)) < 2:
+            return mean[None]
+        centres = _unit(np.stack([embeddings[groups == g].mean(axis=0) for g in (0, 1)]))
+    return centres
+
+
+def score(prototypes: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """Keyword score of each embedding: its best cosine over the prototypes."""
+    return np.max(np.atleast_2d(embeddings) @ prototypes.T, axis=1)
+
+
+def calibrate_threshold(takes: np.ndarray, negatives: np.ndarray | None) -> tuple[float, dict]:
+    """Threshold between how takes score (leave-one-out) and how the negative bank scores.
+
+    It sits 40 % of the way from the highest negative score up to the lowest
+    leave-one-out take score, favouring silence over false alarms; if the two
+    overlap, just above the negatives (and the statistics say so).
+    """
+    loo = np.array([score(make_prototypes(np.delete(takes, i, axis=0)), takes[i])[0] for i in range(len(takes))])
+    positive_low = float(loo.min())
+    stats = {"take_scores_loo": [round(float(x), 4) for x in loo]}
+    if negatives is None or len(negatives) == 0:
+        threshold = positive_low - 0.1
+    else:
+        negative_scores = score(make_prototypes(takes), negatives)
+        negative_high = float(np.quantile(negative_scores, 0.999))
+        stats |= {"negative_p999": round(negative_high, 4), "negative_mean": round(float(negative_scores.mean()), 4)}
+        if positive_low > negative_high:
+            threshold = negative_high + 0.4 * (positive_low - negative_high)
+        else:
+            threshold = negative_high + 0.02
+            stats["warning"] = "takes score like non-keyword speech: this word may be hard to tell apart"
+    return float(np.clip(threshold, 0.3, 0.95)), stats
+
+
+def load_negatives(encoder: Encoder) -> np.ndarray | None:
+    """The negative bank shipped beside the model, verified against the manifest; None if absent."""
+    m = encoder.manifest
+    if not m.negatives_file:
+        log.warning("model has no negative bank: thresholds come from the takes alone")
+        return None
+    path = encoder.model_path.parent / m.negatives_file
+    if not path.is_file() or sha256_of(path) != m.negatives_sha256:
+        raise ModelError(f"negative bank {path} is missing or does not match the manifest; reinstall the model")
+    return np.load(path).astype(np.float32)
+
+
+def enroll(
+    encoder: Encoder,
+    name: str,
+    takes: list[tuple[str, np.ndarray]],
+    negatives: np.ndarray | None,
+    previous: list[np.ndarray] | None = None,
+) -> tuple[Keyword, list[Take]]:
+    """Build a :class:`Keyword` from labelled takes (plus embeddings of earlier takes for ``--add``)."""
+    checked = embed_takes(encoder, takes)
+    earlier = list(previous or [])
+    if len(checked) + len(earlier) < MIN_TAKES:
+        raise EnrollmentError(f"need at least {MIN_TAKES} good takes, have {len(checked) + len(earlier)}")
+    if len(checked) + len(earlier) > MAX_TAKES:
+        raise EnrollmentError(f"at most {MAX_TAKES} takes per keyword, got {len(checked) + len(earlier)}")
+    embeddings = np.stack(earlier + [t.embedding for t in checked])
+    outliers = [i - len(earlier) for i in find_outliers(embeddings) if i >= len(earlier)]
+    if outliers:
+        labels = ", ".join(checked[i].label for i in outliers)
+        raise EnrollmentError(f"{labels}: does not sound like the other takes; re-record it (or them)")
+    prototypes = make_prototypes(embeddings)
+    threshold, stats = calibrate_threshold(embeddings, negatives)
+    pairwise = embeddings @ embeddings.T
+    stats |= {
+        "take_seconds": [round(t.speech_seconds, 3) for t in checked],
+        "take_min_cosine": round(float(pairwise.min()), 4),
+        "prototypes": len(prototypes),
+        "embeddings": [[round(float(x), 5) for x in e] for e in embeddings],
+    }
+    keyword = Keyword(
+        name=name,
+        prototypes=[[round(float(x), 6) for x in p] for p in prototypes],
+        threshold=round(threshold, 4),
+        encoder_sha256=encoder.sha256,
+        takes=len(embeddings),
+        stats=stats,
+    )
+    return keyword, checked
+
+
+def save_takes(folder: Path, takes: list[Take], rate: int = 16000) -> list[Path]:
+    """Keep the takes (trimmed) so keywords can be re-embedded when the encoder changes."""
+    from device.audio import write_wav
+
+    folder.mkdir(parents=True, exist_ok=True)
+    start = len(list(folder.glob("take_*.wav")))
+    paths = []
+    for offset, take in enumerate(takes):
+        path = folder / f"take_{start + offset:02d}.wav"
+        write_wav(path, take.samples, rate)
+        paths.append(path)
+    return paths

@@ -1,0 +1,91 @@
+"""Where things live and the one optional config file.
+
+Defaults follow the XDG base directories: keywords in ``$XDG_DATA_HOME/kws``
+(``~/.local/share/kws``), the config in ``$XDG_CONFIG_HOME/kws/config.toml``, the
+model from ``$KWS_MODEL`` or the shipped ``firmware_models/encoder.tflite``.
+Command-line options override the config file, which overrides the defaults.
+
+Example ``config.toml``::
+
+    store = "/home/pi/.local/share/kws"
+    model = "/opt/kws/firmware_models/encoder.tflite"
+    keep_takes = true
+    [detector]
+    hop_seconds = 0.1
+    smoothing_hops = 2
+    refractory_seconds = 1.5
+    gate_db = -62.0
+    threshold_offset = 0.0
+    [listen]
+    device = "default"
+    on_detect = "aplay /usr/share/sounds/alsa/Front_Center.wav"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from device.detector import DetectorSettings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 on older Pi images
+    import tomli as tomllib
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    return Path(os.environ.get(variable) or Path.home() / fallback)
+
+
+def default_store_dir() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "kws"
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("KWS_CONFIG") or _xdg("XDG_CONFIG_HOME", ".config") / "kws" / "config.toml")
+
+
+def default_model_path() -> Path:
+    return Path(os.environ.get("KWS_MODEL") or PACKAGE_ROOT / "firmware_models" / "encoder.tflite")
+
+
+@dataclass
+class Settings:
+    store: Path = field(default_factory=default_store_dir)
+    model: Path = field(default_factory=default_model_path)
+    keep_takes: bool = True
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    listen: dict = field(default_factory=dict)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Defaults, overridden by the config file when it exists (an explicit path must exist)."""
+    settings = Settings()
+    config_path = path or default_config_path()
+    if path is None and not config_path.exists():
+        return settings
+    try:
+        with open(config_path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError as error:
+        raise SystemExit(f"config file {config_path} not found") from error
+    except tomllib.TOMLDecodeError as error:
+        raise SystemExit(f"config file {config_path} is not valid TOML: {error}") from error
+    known_detector = {f.name for f in fields(DetectorSettings)}
+    unknown = set(raw.get("detector", {})) - known_detector
+    unknown |= set(raw) - {"store", "model", "keep_takes", "detector", "listen"}
+    if unknown:
+        raise SystemExit(f"config file {config_path}: unknown settings {', '.join(sorted(unknown))}")
+    if "store" in raw:
+        settings.store = Path(raw["store"]).expanduser()
+    if "model" in raw:
+        settings.model = Path(raw["model"]).expanduser()
+    settings.keep_takes = bool(raw.get("keep_takes", settings.keep_takes))
+    settings.detector = DetectorSettings(**raw.get("detector", {}))
+    settings.listen = dict(raw.get("listen", {}))
+    return settings

@@ -1,0 +1,110 @@
+"""``Spotter``: the Python API under the ``kws`` command, for programs that embed the detector.
+
+    from device import Spotter
+    spotter = Spotter(store_dir="~/.local/share/kws")
+    spotter.enroll("hey toaster", ["take1.wav", "take2.wav", "take3.wav"])
+    for event in spotter.process(chunk):          # float32 mono chunks at 16 kHz
+        print(event.keyword, event.time_s, event.score)
+
+One encoder serves every keyword and every stream (``new_stream`` gives an
+independent detector state, e.g. one per network client).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from device.audio import read_wav
+from device.detector import Detection, DetectorSettings, StreamingDetector
+from device.encoder import Encoder
+from device.enroll import EnrollmentError, enroll, load_negatives, save_takes
+from device.settings import default_model_path, default_store_dir
+from device.store import Keyword, KeywordStore
+
+log = logging.getLogger(__name__)
+
+
+class Spotter:
+    """Encoder + keyword store + a default stream."""
+
+    def __init__(
+        self,
+        store_dir: str | Path | None = None,
+        model_path: str | Path | None = None,
+        settings: DetectorSettings | None = None,
+        num_threads: int = 1,
+        check_store: bool = True,
+    ) -> None:
+        self.encoder = Encoder(Path(model_path or default_model_path()), num_threads=num_threads)
+        self.store = KeywordStore(Path(store_dir or default_store_dir()).expanduser())
+        if check_store:
+            self.store.check_encoder(self.encoder.sha256)
+        self.settings = settings or DetectorSettings()
+        self._negatives: np.ndarray | None = None
+        self._stream = self.new_stream()
+
+    @property
+    def sample_rate(self) -> int:
+        return self.encoder.manifest.frontend.sample_rate
+
+    @property
+    def negatives(self) -> np.ndarray | None:
+        if self._negatives is None:
+            self._negatives = load_negatives(self.encoder)
+        return self._negatives
+
+    def new_stream(self, names: list[str] | None = None) -> StreamingDetector:
+        """An independent detector over the store's keywords (or only ``names``)."""
+        keywords = [k for k in self.store.keywords.values() if names is None or k.name in names]
+        return StreamingDetector(self.encoder, keywords, self.settings)
+
+    def enroll(self, name: str, takes: list, add: bool = False, keep_takes: bool = True) -> Keyword:
+        """Enroll (or with ``add``, extend) a keyword from wav paths or float arrays at 16 kHz."""
+        name = name.strip()
+        if not name:
+            raise EnrollmentError("the keyword needs a name")
+        labelled = [
+            (str(t), read_wav(t, self.sample_rate)) if isinstance(t, (str, Path)) else (f"take {i + 1}", t)
+            for i, t in enumerate(takes)
+        ]
+        previous = None
+        if add:
+            if name not in self.store.keywords:
+                raise EnrollmentError(f"--add: no keyword {name!r} yet; enroll it first without --add")
+            previous = [np.asarray(e, np.float32) for e in self.store.keywords[name].stats["embeddings"]]
+        elif name in self.store.keywords:
+            log.info("replacing the existing keyword %r", name)
+        keyword, checked = enroll(self.encoder, name, labelled, self.negatives, previous)
+        if keep_takes:
+            takes_dir = self.store.folder / "takes" / name
+            if not add and takes_dir.is_dir():
+                for old in takes_dir.glob("take_*.wav"):
+                    old.unlink()
+            save_takes(takes_dir, checked, self.sample_rate)
+            keyword.takes_dir = str(takes_dir.relative_to(self.store.folder))
+        self.store.put(keyword)
+        self._stream.set_keywords(list(self.store.keywords.values()))
+        return keyword
+
+    def remove(self, name: str) -> None:
+        self.store.remove(name)
+        self._stream.set_keywords(list(self.store.keywords.values()))
+
+    def process(self, samples: np.ndarray) -> list[Detection]:
+        """Feed the default stream (mono float32 at ``sample_rate``); return detections."""
+        return self._stream.process(samples)
+
+    def detect_file(self, path: str | Path, chunk_seconds: float = 0.1) -> list[Detection]:
+        """Run a fresh stream over a recording in ``chunk_seconds`` chunks, as if it were live."""
+        audio = read_wav(path, self.sample_rate)
+        stream = self.new_stream()
+        chunk = max(1, int(chunk_seconds * self.sample_rate))
+        events = []
+        for start in range(0, len(audio), chunk):
+            events += stream.process(audio[start : start + chunk])
+        # A second of silence at the end lets a word at the very end of the file complete its window.
+        events += stream.process(np.zeros(self.sample_rate, np.float32))
+        return events

@@ -1,0 +1,87 @@
+"""``kws-train``: meta-train an encoder and export it for the device.
+
+Examples::
+
+    kws-train train  --config configs/default.toml --run runs/default
+    kws-train export --config configs/default.toml --run runs/default --out firmware_models/encoder.tflite
+    kws-train all    --config configs/quick.toml   --run runs/quick   --out build/quick/encoder.tflite
+
+``train`` resumes automatically from the run folder's checkpoint. ``export``
+quantises the best validation weights to int8, checks them against the float
+model and writes the ``.tflite`` and its manifest (and a model card next to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from trainer.config import TrainConfig, load_config
+
+
+def _train(config: TrainConfig, run_dir: Path) -> None:
+    from trainer.train import train
+
+    started = time.monotonic()
+    train(config, run_dir)
+    timing = {"train_minutes": round((time.monotonic() - started) / 60, 1)}
+    (run_dir / "timing.json").write_text(json.dumps(timing))
+
+
+def _export(config: TrainConfig, run_dir: Path, out: Path) -> None:
+    import numpy as np
+
+    from device.frontend import FrontendConfig
+    from trainer.export import export
+    from trainer.model import build_encoder
+    from trainer.model_card import write_model_card
+    from trainer.train import load_weights, prepare_data, representative_windows
+
+    data = prepare_data(config, FrontendConfig())
+    normalisation = np.load(run_dir / "normalisation.npz")
+    model = build_encoder(config.encoder, normalisation["mean"], normalisation["std"])
+    load_weights(model, run_dir / "best.weights.npz")
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").exists() else {}
+    summary = {
+        "corpus": json.loads((run_dir / "corpus.json").read_text()),
+        "held_out_languages": config.data.held_out_languages,
+        "steps": history[-1]["step"] if history else 0,
+        "best_validation_accuracy": max((h["validation_accuracy"] for h in history), default=None),
+        **timing,
+    }
+    representative = representative_windows(config, config.representative_windows)
+    manifest = export(model, config, representative, data.validation_features, out, summary)
+    write_model_card(out, manifest)
+    logging.info("exported %s (%d bytes): %s", out, manifest.figures["model_bytes"], manifest.figures)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kws-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=["train", "export", "all"], help="what to do")
+    parser.add_argument("--config", type=Path, default=Path("configs/default.toml"), help="training config (TOML)")
+    parser.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder (checkpoints, logs)")
+    parser.add_argument("--out", type=Path, default=Path("firmware_models/encoder.tflite"), help="exported model")
+    args = parser.parse_args(argv)
+    args.run.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.StreamHandler(), logging.FileHandler(args.run / "train.log")],
+    )
+    config = load_config(args.config)
+    if args.command in ("train", "all"):
+        _train(config, args.run)
+    if args.command in ("export", "all"):
+        _export(config, args.run, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

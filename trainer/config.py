@@ -1,0 +1,81 @@
+"""One TOML file drives a training run: data, augmentation, architecture, episodes, schedule.
+
+Paths in the file are relative to the repository root; ``${SHARED}`` expands to the
+shared data folder (``$KWS_SHARED`` or ``../shared`` beside the checkout).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import tomllib
+
+from trainer.episodes import EpisodeConfig
+from trainer.model import EncoderConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_root() -> Path:
+    """The shared data folder: ``$KWS_SHARED`` or ``../shared`` next to the repository."""
+    return Path(os.environ.get("KWS_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def resolve_path(text: str) -> Path:
+    path = Path(text.replace("${SHARED}", str(shared_root())))
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+@dataclass
+class DataConfig:
+    """Where training audio comes from and what is held out."""
+
+    sources: list[str] = field(default_factory=list)  # dataset folders in any supported layout
+    noise: list[str] = field(default_factory=list)  # folders of background-noise wavs
+    held_out_languages: list[str] = field(default_factory=lambda: ["zh"])
+    validation_word_fraction: float = 0.1
+    min_clips_per_word: int = 4
+    max_clips: int = 0  # 0: all; >0: a random subset (quick runs)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1234
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
+    validation_episodes: EpisodeConfig = field(
+        default_factory=lambda: EpisodeConfig(ways=10, shots=3, queries=2, unknown_queries=10, noise_queries=5)
+    )
+    augment: dict = field(default_factory=dict)  # trainer.augment.Augmenter settings
+    steps: int = 6000
+    learning_rate: float = 3e-3
+    warmup_steps: int = 200
+    weight_decay: float = 1e-4
+    validate_every: int = 250
+    num_validation_episodes: int = 100
+    workers: int = 0  # episode builder processes; 0 = number of cores
+    representative_windows: int = 300  # for int8 calibration at export
+    time_budget_minutes: float = 0.0  # stop training early after this long (0: no limit)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["encoder"] = self.encoder.to_dict()
+        return data
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read a TOML config; sections missing from the file keep their defaults."""
+    with open(path, "rb") as handle:
+        raw = tomllib.load(handle)
+    config = TrainConfig(
+        **{k: v for k, v in raw.items() if k not in ("data", "encoder", "episodes", "validation_episodes")}
+    )
+    config.data = DataConfig(**raw.get("data", {}))
+    config.encoder = EncoderConfig.from_dict(raw.get("encoder", {}))
+    config.episodes = EpisodeConfig(**raw.get("episodes", {}))
+    if "validation_episodes" in raw:
+        config.validation_episodes = EpisodeConfig(**raw["validation_episodes"])
+    return config

@@ -1,0 +1,148 @@
+"""Export a trained encoder as a full-integer int8 TFLite model plus its manifest.
+
+The exported model is checked by the *device's* own loader before it is
+accepted: the int8 embeddings must stay close to the float ones (mean cosine >=
+0.98) and few-shot accuracy on the validation episodes may drop by at most two
+points, or the export fails and nothing is written to the destination.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from device.encoder import Encoder
+from device.frontend import FrontendConfig
+from device.manifest import ModelManifest, TensorSpec, manifest_path_for, sha256_of
+from trainer.config import TrainConfig
+from trainer.model import count_macs
+
+log = logging.getLogger(__name__)
+
+MIN_MEAN_COSINE = 0.98
+MAX_ACCURACY_DROP = 0.02
+
+
+class ExportError(RuntimeError):
+    """The int8 model is not faithful enough to the float one."""
+
+
+def to_int8_tflite(model: keras.Model, representative: np.ndarray) -> bytes:
+    """Full-integer quantisation (int8 input, weights, activations and output)."""
+    with tempfile.TemporaryDirectory() as saved_model:
+        export_archive = keras.export.ExportArchive()
+        export_archive.track(model)
+        frames, mels = model.input_shape[1:]
+        export_archive.add_endpoint(
+            "serve",
+            lambda log_mel: model(log_mel, training=False),
+            input_signature=[tf.TensorSpec([1, frames, mels], tf.float32)],
+        )
+        export_archive.write_out(saved_model, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([window[None]] for window in representative)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        return converter.convert()
+
+
+def few_shot_accuracy(vectors: np.ndarray, ways: int, shots: int, queries: int) -> float:
+    """Closed-set prototype accuracy of episode embeddings ``[episodes, size, dim]`` (episode order of the loss)."""
+    correct = total = 0
+    for episode in vectors:
+        support = episode[: ways * shots].reshape(ways, shots, -1).mean(axis=1)
+        support /= np.linalg.norm(support, axis=1, keepdims=True)
+        query = episode[ways * shots : ways * (shots + queries)]
+        correct += int(np.sum(np.argmax(query @ support.T, axis=1) == np.repeat(np.arange(ways), queries)))
+        total += len(query)
+    return correct / total
+
+
+def export(
+    model: keras.Model,
+    config: TrainConfig,
+    representative: np.ndarray,
+    validation_features: np.ndarray,
+    out_path: Path,
+    training_summary: dict,
+    name: str = "encoder",
+) -> ModelManifest:
+    """Quantise, verify parity with the device loader, and write ``out_path`` (+ ``.json``) atomically."""
+    started = time.monotonic()
+    flatbuffer = to_int8_tflite(model, representative)
+    frontend = FrontendConfig()
+    with tempfile.TemporaryDirectory() as scratch:
+        staged = Path(scratch) / out_path.name
+        staged.write_bytes(flatbuffer)
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+        manifest = ModelManifest(
+            model_file=out_path.name,
+            sha256=sha256_of(staged),
+            frontend=frontend,
+            window_frames=config.encoder.window_frames,
+            embedding_size=config.encoder.embedding_size,
+            input=TensorSpec(
+                list(map(int, inp["shape"])), "int8", *map(float, inp["quantization"][:1]), int(inp["quantization"][1])
+            ),
+            output=TensorSpec(
+                list(map(int, out["shape"])), "int8", *map(float, out["quantization"][:1]), int(out["quantization"][1])
+            ),
+            name=name,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            training={
+                "encoder": config.encoder.to_dict(),
+                "episodes": config.episodes.to_dict(),
+                "seed": config.seed,
+                **training_summary,
+            },
+        )
+        manifest_path_for(staged).write_text(manifest.to_json())
+        figures = parity_figures(model, Encoder(staged), validation_features, config)
+        figures |= {
+            "model_bytes": len(flatbuffer),
+            "macs_per_window": count_macs(model),
+            "parameters": int(model.count_params()),
+        }
+        log.info("export parity: %s", figures)
+        if figures["int8_mean_cosine"] < MIN_MEAN_COSINE:
+            raise ExportError(
+                f"int8 embeddings drift from float: mean cosine {figures['int8_mean_cosine']:.4f} < {MIN_MEAN_COSINE}"
+            )
+        drop = figures["float_validation_accuracy"] - figures["int8_validation_accuracy"]
+        if drop > MAX_ACCURACY_DROP:
+            raise ExportError(f"int8 few-shot accuracy is {100 * drop:.1f} points below float (max 2)")
+        manifest.figures = figures | {"export_seconds": round(time.monotonic() - started, 1)}
+        manifest_path_for(staged).write_text(manifest.to_json())
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        for source, target in ((staged, out_path), (manifest_path_for(staged), manifest_path_for(out_path))):
+            shutil.copyfile(source, target.with_suffix(target.suffix + ".tmp"))
+            target.with_suffix(target.suffix + ".tmp").replace(target)
+    return manifest
+
+
+def parity_figures(model: keras.Model, encoder: Encoder, features: np.ndarray, config: TrainConfig) -> dict:
+    """Float vs int8 on the validation episodes: embedding cosine and few-shot accuracy."""
+    windows = features.reshape(-1, *features.shape[2:])
+    float_vectors = model.predict(windows, batch_size=256, verbose=0)
+    int8_vectors = np.stack([encoder.embed_frames(w) for w in windows])
+    shape = (features.shape[0], features.shape[1], -1)
+    v = config.validation_episodes
+    return {
+        "int8_mean_cosine": round(float(np.mean(np.sum(float_vectors * int8_vectors, axis=1))), 4),
+        "float_validation_accuracy": round(
+            few_shot_accuracy(float_vectors.reshape(shape), v.ways, v.shots, v.queries), 4
+        ),
+        "int8_validation_accuracy": round(
+            few_shot_accuracy(int8_vectors.reshape(shape), v.ways, v.shots, v.queries), 4
+        ),
+    }

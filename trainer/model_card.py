@@ -1,0 +1,44 @@
+"""A human-readable model card written next to every exported encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from device.manifest import ModelManifest
+
+
+def write_model_card(model_path: Path, manifest: ModelManifest) -> Path:
+    """Write ``README.md`` beside the model from its manifest (all figures are measured ones)."""
+    f, t = manifest.figures, manifest.training
+    card = f"""# Encoder `{manifest.model_file}`
+
+Made by `make export` on {manifest.created}. sha256 `{manifest.sha256}`.
+
+| what | value |
+| --- | --- |
+| architecture | depthwise-separable CNN, {json.dumps(t.get("encoder", {}).get("blocks"))} blocks, \
+L2-normalised {manifest.embedding_size}-dim embedding |
+| input | {manifest.window_frames} log-mel frames x {manifest.frontend.num_mels} mels \
+({manifest.window_seconds:.3f} s), int8 (scale {manifest.input.scale:.5f}, zero point {manifest.input.zero_point}) |
+| size | {f.get("model_bytes")} bytes int8 TFLite, {f.get("parameters")} parameters |
+| compute | {f.get("macs_per_window")} multiply-accumulates per window |
+| training | {t.get("steps")} episodes ({json.dumps(t.get("episodes"))}), {t.get("train_minutes", "?")} min, \
+seed {t.get("seed")} |
+| held-out languages | {", ".join(t.get("held_out_languages", []))} |
+| validation (held-out words) | float {f.get("float_validation_accuracy")}, int8 {f.get("int8_validation_accuracy")} \
+few-shot accuracy; int8/float mean cosine {f.get("int8_mean_cosine")} |
+
+Training data (clips / words / speakers per source):
+
+```json
+{json.dumps(t.get("corpus", {}), indent=2)}
+```
+
+Reserved evaluation words (`yes no up down left right on off stop go`, `zero`..`nine`, their homophones and
+translations) were excluded from training, and so were the speakers who say them in the same dataset.
+Few-shot accuracy on those unseen words is measured by `make eval` and written to `BENCHMARKS.md`.
+"""
+    path = model_path.parent / "README.md"
+    path.write_text(card)
+    return path

@@ -1,0 +1,241 @@
+"""Episodic meta-training of the encoder, with checkpoints, resume and validation.
+
+A run lives in one folder: ``config.json`` (what was asked), ``checkpoint.npz``
+(latest state, written atomically), ``best.weights.npz`` (best validation),
+``history.jsonl`` (one line per validation) and ``train.log``. Re-running the same
+command resumes where it stopped. It runs under a ``tf.distribute`` strategy
+(one episode per replica), so the same command uses several GPUs when present.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from device.frontend import FrontendConfig, log_mel
+from trainer.augment import Augmenter, load_noise_bank
+from trainer.config import TrainConfig, resolve_path
+from trainer.corpus import Corpus, build_corpus
+from trainer.datasets import summarize
+from trainer.episodes import EpisodeConfig
+from trainer.losses import episode_loss
+from trainer.model import build_encoder
+from trainer.pipeline import EpisodeMaker, load_bank, stream_episodes
+
+log = logging.getLogger(__name__)
+
+
+class PrototypeHead(keras.layers.Layer):
+    """The loss's two learned scalars: cosine scale (temperature) and rejection threshold."""
+
+    def build(self, input_shape=None) -> None:
+        self.log_scale = self.add_weight(shape=(), initializer=keras.initializers.Constant(np.log(10.0)))
+        self.threshold = self.add_weight(shape=(), initializer=keras.initializers.Constant(0.5))
+
+    def call(self, inputs):
+        return inputs
+
+
+@dataclass
+class TrainingData:
+    corpus: Corpus
+    train_maker: EpisodeMaker
+    validation_features: np.ndarray  # [episodes, size, frames, mels]
+    feature_mean: np.ndarray
+    feature_std: np.ndarray
+
+
+def strategy_for_this_machine() -> tf.distribute.Strategy:
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+def prepare_data(config: TrainConfig, frontend: FrontendConfig) -> TrainingData:
+    """Read, filter, decode and split the corpus; build the fixed validation episodes."""
+    corpus = build_corpus(config.data, config.seed)
+    log.info("training clips: %s", summarize(corpus.train))
+    log.info("validation clips (held-out words): %s", summarize(corpus.validation))
+    noise = load_noise_bank([resolve_path(p) for p in config.data.noise])
+    train_bank = load_bank(corpus.train, desc="decoding training clips")
+    validation_bank = load_bank(corpus.validation, desc="decoding validation clips")
+    common = dict(noise_bank=noise, window_frames=config.encoder.window_frames, frontend=frontend)
+    augmenter = Augmenter.from_dict(config.augment, noise, frontend)
+    train_maker = EpisodeMaker(
+        train_bank, [c.word for c in corpus.train], config.episodes, augmenter, seed=config.seed, **common
+    )
+    validation_maker = EpisodeMaker(
+        validation_bank,
+        [c.word for c in corpus.validation],
+        config.validation_episodes,
+        None,
+        seed=config.seed + 1,
+        **common,
+    )
+    validation = np.stack([validation_maker.features(i) for i in range(config.num_validation_episodes)])
+    sample = np.concatenate([train_maker.features(i) for i in range(4)]).reshape(-1, frontend.num_mels)
+    mean, std = sample.mean(axis=0), sample.std(axis=0) + 1e-3
+    return TrainingData(corpus, train_maker, validation, mean, std)
+
+
+def validation_accuracy(model: keras.Model, features: np.ndarray, config: EpisodeConfig) -> tuple[float, float]:
+    """Mean closed-set and open-set accuracy of the fixed validation episodes (cosine, no learned scalars)."""
+    closed, opened = [], []
+    for episode in features:
+        embeddings = tf.constant(model(episode, training=False))
+        _, accuracy, open_accuracy = episode_loss(
+            embeddings, config.ways, config.shots, config.queries, tf.constant(10.0), tf.constant(0.5)
+        )
+        closed.append(float(accuracy))
+        opened.append(float(open_accuracy))
+    return float(np.mean(closed)), float(np.mean(opened))
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _weights_dict(variables) -> dict:
+    return {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+
+
+def _assign(variables, arrays) -> None:
+    for i, variable in enumerate(variables):
+        variable.assign(arrays[f"v{i:04d}"])
+
+
+def load_weights(model: keras.Model, path: Path) -> None:
+    with np.load(path) as arrays:
+        _assign(model.weights, arrays)
+
+
+def train(config: TrainConfig, run_dir: Path) -> Path:
+    """Train (or resume) in ``run_dir``; return the path of the best weights."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    keras.utils.set_random_seed(config.seed)
+    frontend = FrontendConfig()
+    data = prepare_data(config, frontend)
+    np.savez(run_dir / "normalisation.npz", mean=data.feature_mean, std=data.feature_std)
+    (run_dir / "corpus.json").write_text(
+        json.dumps({"train": summarize(data.corpus.train), "validation": summarize(data.corpus.validation)}, indent=2)
+    )
+    strategy = strategy_for_this_machine()
+    replicas = strategy.num_replicas_in_sync
+    ep = config.episodes
+    with strategy.scope():
+        model = build_encoder(config.encoder, data.feature_mean, data.feature_std)
+        head = PrototypeHead()
+        head.build()
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, config.steps, alpha=0.02, warmup_target=config.learning_rate, warmup_steps=config.warmup_steps
+        )
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+        trainable = model.trainable_variables + head.trainable_variables
+        optimizer.build(trainable)
+
+    checkpoint, best_path = run_dir / "checkpoint.npz", run_dir / "best.weights.npz"
+    step, best = 0, -1.0
+    if checkpoint.is_file():
+        with np.load(checkpoint) as saved:
+            _assign(model.weights, {k[2:]: v for k, v in saved.items() if k.startswith("m_")})
+            _assign(head.weights, {k[2:]: v for k, v in saved.items() if k.startswith("h_")})
+            _assign(optimizer.variables, {k[2:]: v for k, v in saved.items() if k.startswith("o_")})
+            step, best = int(saved["step"]), float(saved["best"])
+        log.info("resumed from %s at step %d (best validation %.3f)", checkpoint, step, best)
+
+    @tf.function
+    def replica_step(features):
+        with tf.GradientTape() as tape:
+            embeddings = model(features, training=True)
+            loss, accuracy, open_accuracy = episode_loss(
+                embeddings, ep.ways, ep.shots, ep.queries, tf.exp(head.log_scale), head.threshold
+            )
+            scaled = loss / replicas
+        gradients = tape.gradient(scaled, trainable)
+        optimizer.apply_gradients(zip(gradients, trainable, strict=True))
+        return loss, accuracy, open_accuracy
+
+    workers = config.workers or os.cpu_count() or 1
+    shape = (ep.size, config.encoder.window_frames, frontend.num_mels)
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        def generator():
+            # replica r trains on episodes r, r+R, r+2R, ... (each a full episode)
+            for i, features in enumerate(stream_episodes(data.train_maker, step * replicas, workers)):
+                if i % replicas == context.input_pipeline_id:
+                    yield features
+
+        spec = tf.TensorSpec(shape, tf.float32)
+        return tf.data.Dataset.from_generator(generator, output_signature=spec).prefetch(2)
+
+    episodes = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    history = open(run_dir / "history.jsonl", "a")  # noqa: SIM115 - closed after the loop, flushed per line
+    started = time.monotonic()
+    progress = tqdm(total=config.steps, initial=step, desc="meta-training", unit="episode")
+    running = []
+    while step < config.steps:
+        losses = strategy.run(replica_step, args=(next(episodes),))
+        running.append([float(strategy.reduce("MEAN", x, axis=None)) for x in losses])
+        step += 1
+        progress.update(1)
+        over_time = config.time_budget_minutes and (time.monotonic() - started) > 60 * config.time_budget_minutes
+        if step % config.validate_every == 0 or step == config.steps or over_time:
+            closed, opened = validation_accuracy(model, data.validation_features, config.validation_episodes)
+            train_loss, train_acc, train_open = np.mean(running, axis=0)
+            running = []
+            record = {
+                "step": step,
+                "loss": round(float(train_loss), 4),
+                "train_accuracy": round(float(train_acc), 4),
+                "train_open_accuracy": round(float(train_open), 4),
+                "validation_accuracy": round(closed, 4),
+                "validation_open_accuracy": round(opened, 4),
+                "scale": round(float(np.exp(head.log_scale.numpy())), 3),
+                "threshold": round(float(head.threshold.numpy()), 3),
+                "minutes": round((time.monotonic() - started) / 60, 2),
+            }
+            history.write(json.dumps(record) + "\n")
+            history.flush()
+            progress.write(json.dumps(record))
+            if closed > best:
+                best = closed
+                _atomic_savez(best_path, **_weights_dict(model.weights))
+            state = {f"m_{k}": v for k, v in _weights_dict(model.weights).items()}
+            state |= {f"h_{k}": v for k, v in _weights_dict(head.weights).items()}
+            state |= {f"o_{k}": v for k, v in _weights_dict(optimizer.variables).items()}
+            _atomic_savez(checkpoint, step=step, best=best, **state)
+            if over_time:
+                log.warning("time budget of %.0f min reached at step %d: stopping", config.time_budget_minutes, step)
+                break
+    progress.close()
+    history.close()
+    return best_path
+
+
+def representative_windows(config: TrainConfig, count: int) -> np.ndarray:
+    """Training-distribution windows (augmented speech and noise) for int8 calibration."""
+    frontend = FrontendConfig()
+    data_config = config.data
+    corpus = build_corpus(data_config, config.seed)
+    rng = np.random.default_rng(config.seed + 7)
+    picks = rng.choice(len(corpus.train), min(count, len(corpus.train)), replace=False)
+    clips = [corpus.train[i] for i in picks]
+    bank = load_bank(clips, desc="calibration clips")
+    noise = load_noise_bank([resolve_path(p) for p in data_config.noise])
+    augmenter = Augmenter.from_dict(config.augment, noise, frontend)
+    window_samples = frontend.samples_for_frames(config.encoder.window_frames)
+    windows = [log_mel(augmenter(a.astype(np.float32) / 32768.0, window_samples, rng), frontend) for a in bank]
+    return np.stack(windows).astype(np.float32)
