@@ -36,9 +36,12 @@ def _export(config: TrainConfig, run_dir: Path, out: Path) -> None:
     import numpy as np
 
     from device.frontend import FrontendConfig
+    from trainer.augment import load_noise_bank
+    from trainer.config import resolve_path
     from trainer.export import export
     from trainer.model import build_encoder
     from trainer.model_card import write_model_card
+    from trainer.negatives import speech_runs
     from trainer.train import load_weights, prepare_data, representative_windows
 
     data = prepare_data(config, FrontendConfig())
@@ -55,7 +58,11 @@ def _export(config: TrainConfig, run_dir: Path, out: Path) -> None:
         **timing,
     }
     representative = representative_windows(config, config.representative_windows)
-    manifest = export(model, config, representative, data.validation_features, out, summary)
+    speech = speech_runs(
+        [resolve_path(p) for p in config.data.negatives], [c.path for c in data.corpus.train], config.seed
+    )
+    noise = load_noise_bank([resolve_path(p) for p in config.data.noise])
+    manifest = export(model, config, representative, data.validation_features, out, summary, speech, noise)
     write_model_card(out, manifest)
     logging.info("exported %s (%d bytes): %s", out, manifest.figures["model_bytes"], manifest.figures)
 

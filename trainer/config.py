@@ -34,6 +34,7 @@ class DataConfig:
 
     sources: list[str] = field(default_factory=list)  # dataset folders in any supported layout
     noise: list[str] = field(default_factory=list)  # folders of background-noise wavs
+    negatives: list[str] = field(default_factory=list)  # continuous non-keyword speech for the negative bank
     held_out_languages: list[str] = field(default_factory=lambda: ["zh"])
     validation_word_fraction: float = 0.1
     min_clips_per_word: int = 4
@@ -54,10 +55,19 @@ class TrainConfig:
     learning_rate: float = 3e-3
     warmup_steps: int = 200
     weight_decay: float = 1e-4
+    # Loss = prototypical_weight * episodic loss + classification_weight * AM-softmax over all words.
+    # prototypical_weight = 0 trains the "plain classification" baseline of the evaluation.
+    prototypical_weight: float = 1.0
+    classification_weight: float = 1.0
+    classification_scale: float = 16.0
+    classification_margin: float = 0.2
+    # Distillation from the speech-embedding teacher (trainer/teacher.py); 0 or no teacher files: off.
+    distillation_weight: float = 1.0
     validate_every: int = 250
     num_validation_episodes: int = 100
     workers: int = 0  # episode builder processes; 0 = number of cores
     representative_windows: int = 300  # for int8 calibration at export
+    negative_bank_size: int = 2000  # embeddings shipped beside the model for threshold calibration
     time_budget_minutes: float = 0.0  # stop training early after this long (0: no limit)
 
     def to_dict(self) -> dict:

@@ -12,6 +12,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import keras
@@ -23,6 +24,7 @@ from device.frontend import FrontendConfig
 from device.manifest import ModelManifest, TensorSpec, manifest_path_for, sha256_of
 from trainer.config import TrainConfig
 from trainer.model import count_macs
+from trainer.negatives import build_negative_bank
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,15 @@ def export(
     validation_features: np.ndarray,
     out_path: Path,
     training_summary: dict,
+    negative_speech: Iterable[np.ndarray],
+    noise: Sequence[np.ndarray],
     name: str = "encoder",
 ) -> ModelManifest:
-    """Quantise, verify parity with the device loader, and write ``out_path`` (+ ``.json``) atomically."""
+    """Quantise, verify parity with the device loader, and write the model, manifest and negative bank.
+
+    Nothing reaches ``out_path``'s folder unless every check passed; each file is
+    copied under a temporary name and renamed into place.
+    """
     started = time.monotonic()
     flatbuffer = to_int8_tflite(model, representative)
     frontend = FrontendConfig()
@@ -107,7 +115,8 @@ def export(
             },
         )
         manifest_path_for(staged).write_text(manifest.to_json())
-        figures = parity_figures(model, Encoder(staged), validation_features, config)
+        encoder = Encoder(staged)
+        figures = parity_figures(model, encoder, validation_features, config)
         figures |= {
             "model_bytes": len(flatbuffer),
             "macs_per_window": count_macs(model),
@@ -121,10 +130,17 @@ def export(
         drop = figures["float_validation_accuracy"] - figures["int8_validation_accuracy"]
         if drop > MAX_ACCURACY_DROP:
             raise ExportError(f"int8 few-shot accuracy is {100 * drop:.1f} points below float (max 2)")
+        negatives = staged.with_suffix(".negatives.npy")
+        np.save(negatives, build_negative_bank(encoder, negative_speech, noise, config.negative_bank_size, config.seed))
+        manifest.negatives_file = out_path.with_suffix(".negatives.npy").name
+        manifest.negatives_sha256 = sha256_of(negatives)
         manifest.figures = figures | {"export_seconds": round(time.monotonic() - started, 1)}
         manifest_path_for(staged).write_text(manifest.to_json())
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        for source, target in ((staged, out_path), (manifest_path_for(staged), manifest_path_for(out_path))):
+        outputs = ((staged, out_path), (negatives, out_path.with_suffix(".negatives.npy")))
+        # the manifest goes last: a model is only usable once its manifest matches it
+        outputs += ((manifest_path_for(staged), manifest_path_for(out_path)),)
+        for source, target in outputs:
             shutil.copyfile(source, target.with_suffix(target.suffix + ".tmp"))
             target.with_suffix(target.suffix + ".tmp").replace(target)
     return manifest

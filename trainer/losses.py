@@ -47,3 +47,32 @@ def episode_loss(
     closed_accuracy = tf.reduce_mean(tf.cast(tf.equal(closed, labels[:num_known]), tf.float32))
     open_accuracy = tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
     return loss, closed_accuracy, open_accuracy
+
+
+def additive_margin_loss(
+    embeddings: tf.Tensor, labels: tf.Tensor, class_weights: tf.Tensor, scale: float, margin: float
+) -> tf.Tensor:
+    """Cosine softmax with an additive margin (AM-softmax) over all training words.
+
+    The auxiliary objective: every window of an episode (supports, queries and
+    unknown-word queries alike) is also classified among *all* training words,
+    which gives far more gradient per episode than the prototypes alone. Windows
+    labelled -1 (noise) are left out. The word weights are discarded at export.
+    """
+    keep = labels >= 0
+    embeddings, labels = tf.boolean_mask(embeddings, keep), tf.boolean_mask(labels, keep)
+    cosine = tf.matmul(embeddings, tf.math.l2_normalize(class_weights, axis=1), transpose_b=True)
+    logits = scale * (cosine - margin * tf.one_hot(labels, tf.shape(class_weights)[0]))
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def distillation_loss(embeddings: tf.Tensor, targets: tf.Tensor, projection: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
+    """Mean cosine distance between projected student embeddings and (centred, unit) teacher vectors.
+
+    The teacher learned from a large corpus of real voices; pulling the student's
+    geometry towards it carries that knowledge into a model a tenth of its size.
+    Windows without a target (``keep`` false: noise) are left out.
+    """
+    student = tf.math.l2_normalize(tf.matmul(tf.boolean_mask(embeddings, keep), projection), axis=-1)
+    teacher = tf.boolean_mask(targets, keep)
+    return tf.reduce_mean(1.0 - tf.reduce_sum(student * teacher, axis=-1))

@@ -45,7 +45,9 @@ class EncoderConfig:
 
 def _conv_bn_relu(x, layer: keras.layers.Layer, name: str):
     x = layer(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    # Momentum 0.9, not 0.99: episodes are few and large, and slow running statistics
+    # lag the weights so far that validation in inference mode looks like chance.
+    x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -70,6 +70,9 @@ class EpisodeMaker:
     ) -> None:
         self.bank = bank
         self.sampler = EpisodeSampler(labels, episode_config)
+        self.words = sorted(set(labels))
+        lookup = {word: i for i, word in enumerate(self.words)}
+        self.word_ids = np.array([lookup[word] for word in labels], dtype=np.int32)
         self.config = episode_config
         self.augmenter = augmenter
         self.noise_bank = noise_bank
@@ -87,11 +90,16 @@ class EpisodeMaker:
 
     def features(self, index: int) -> np.ndarray:
         """Episode ``index``'s windows in the order the loss expects (see ``losses.episode_loss``)."""
+        return self.features_and_labels(index)[0]
+
+    def features_and_labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Windows plus each window's clip index into the bank (-1 for noise windows)."""
         episode, rng = self.episode(index)
         order = np.concatenate([episode.support.reshape(-1), episode.query.reshape(-1), episode.unknown])
         windows = [self._speech_window(i, rng) for i in order]
         windows += [self._noise_window(rng) for _ in range(self.config.noise_queries)]
-        return np.stack([self._to_features(w, rng) for w in windows])
+        labels = np.concatenate([order, np.full(self.config.noise_queries, -1)]).astype(np.int32)
+        return np.stack([self._to_features(w, rng) for w in windows]), labels
 
     def _speech_window(self, clip_index: int, rng: np.random.Generator) -> np.ndarray:
         speech = self.bank[clip_index].astype(np.float32) / 32768.0
@@ -124,19 +132,19 @@ class EpisodeMaker:
 _WORKER_MAKER: EpisodeMaker | None = None
 
 
-def _worker_features(index: int) -> np.ndarray:
+def _worker_features(index: int) -> tuple[np.ndarray, np.ndarray]:
     assert _WORKER_MAKER is not None
-    return _WORKER_MAKER.features(index)
+    return _WORKER_MAKER.features_and_labels(index)
 
 
-def stream_episodes(maker: EpisodeMaker, start: int, workers: int) -> Iterator[np.ndarray]:
+def stream_episodes(maker: EpisodeMaker, start: int, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Episodes ``start, start+1, ...`` in order, built by ``workers`` forked processes."""
     global _WORKER_MAKER
     _WORKER_MAKER = maker  # inherited by the forked workers, not pickled per task
     if workers <= 0:
         index = start
         while True:
-            yield maker.features(index)
+            yield maker.features_and_labels(index)
             index += 1
     depth = 2 * workers  # bounded read-ahead: Pool.imap would queue an endless range eagerly
     with multiprocessing.get_context("fork").Pool(workers) as pool:

@@ -739,7 +739,14 @@ def _run_jobs(out_dir: Path, pending: Sequence[ClipJob], jobs: int, seed: int, c
     written = failed = 0
     chunks = _chunks(pending, chunk_size, seed)
     interval = 0.1 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not thousands
-    bar = tqdm(total=len(pending), unit="clip", desc="synth", smoothing=0.05, mininterval=interval)
+    bar = tqdm(
+        total=len(pending),
+        unit="clip",
+        desc="synth",
+        smoothing=0.05,
+        mininterval=interval,
+        maxinterval=max(10.0, interval),
+    )
     with bar, logging_redirect_tqdm():
 
         def collect(results: list[tuple[str, str | None]]) -> None:

@@ -27,19 +27,26 @@ from trainer.config import TrainConfig, resolve_path
 from trainer.corpus import Corpus, build_corpus
 from trainer.datasets import summarize
 from trainer.episodes import EpisodeConfig
-from trainer.losses import episode_loss
+from trainer.losses import additive_margin_loss, distillation_loss, episode_loss
 from trainer.model import build_encoder
 from trainer.pipeline import EpisodeMaker, load_bank, stream_episodes
+from trainer.teacher import teacher_dir, teacher_targets
 
 log = logging.getLogger(__name__)
 
 
-class PrototypeHead(keras.layers.Layer):
-    """The loss's two learned scalars: cosine scale (temperature) and rejection threshold."""
+class LossHead(keras.layers.Layer):
+    """Training-only parameters: cosine scale, rejection threshold, and one weight vector per training word."""
+
+    def __init__(self, num_words: int, embedding_size: int, teacher_size: int = 96) -> None:
+        super().__init__()
+        self.num_words, self.embedding_size, self.teacher_size = num_words, embedding_size, teacher_size
 
     def build(self, input_shape=None) -> None:
         self.log_scale = self.add_weight(shape=(), initializer=keras.initializers.Constant(np.log(10.0)))
         self.threshold = self.add_weight(shape=(), initializer=keras.initializers.Constant(0.5))
+        self.word_weights = self.add_weight(shape=(self.num_words, self.embedding_size), initializer="glorot_normal")
+        self.projection = self.add_weight(shape=(self.embedding_size, self.teacher_size), initializer="glorot_normal")
 
     def call(self, inputs):
         return inputs
@@ -52,6 +59,7 @@ class TrainingData:
     validation_features: np.ndarray  # [episodes, size, frames, mels]
     feature_mean: np.ndarray
     feature_std: np.ndarray
+    teacher_targets: np.ndarray | None  # [training clips, 96] centred unit vectors, or None
 
 
 def strategy_for_this_machine() -> tf.distribute.Strategy:
@@ -83,7 +91,19 @@ def prepare_data(config: TrainConfig, frontend: FrontendConfig) -> TrainingData:
     validation = np.stack([validation_maker.features(i) for i in range(config.num_validation_episodes)])
     sample = np.concatenate([train_maker.features(i) for i in range(4)]).reshape(-1, frontend.num_mels)
     mean, std = sample.mean(axis=0), sample.std(axis=0) + 1e-3
-    return TrainingData(corpus, train_maker, validation, mean, std)
+    return TrainingData(corpus, train_maker, validation, mean, std, _teacher_targets(config, corpus, train_bank))
+
+
+def _teacher_targets(config: TrainConfig, corpus: Corpus, bank: list[np.ndarray]) -> np.ndarray | None:
+    """Centred, normalised teacher vectors per training clip (README of the teacher: centring helps)."""
+    if config.distillation_weight <= 0:
+        return None
+    if not (teacher_dir() / "embedding_model.onnx").is_file():
+        log.warning("distillation off: teacher model not found in %s", teacher_dir())
+        return None
+    targets = teacher_targets(bank, [c.path for c in corpus.train], resolve_path("data_cache/teacher"))
+    targets -= targets.mean(axis=0)
+    return targets / (np.linalg.norm(targets, axis=1, keepdims=True) + 1e-9)
 
 
 def validation_accuracy(model: keras.Model, features: np.ndarray, config: EpisodeConfig) -> tuple[float, float]:
@@ -137,7 +157,7 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
     ep = config.episodes
     with strategy.scope():
         model = build_encoder(config.encoder, data.feature_mean, data.feature_std)
-        head = PrototypeHead()
+        head = LossHead(len(data.train_maker.words), config.encoder.embedding_size)
         head.build()
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, config.steps, alpha=0.02, warmup_target=config.learning_rate, warmup_steps=config.warmup_steps
@@ -156,17 +176,33 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
             step, best = int(saved["step"]), float(saved["best"])
         log.info("resumed from %s at step %d (best validation %.3f)", checkpoint, step, best)
 
+    word_table = tf.constant(data.train_maker.word_ids)
+    distil = data.teacher_targets is not None
+    target_table = tf.constant(data.teacher_targets if distil else np.zeros((1, 96), np.float32))
+
     @tf.function
-    def replica_step(features):
+    def replica_step(features, clip_index):
+        keep = clip_index >= 0
+        safe_index = tf.maximum(clip_index, 0)
+        word_labels = tf.where(keep, tf.gather(word_table, safe_index), -1)
         with tf.GradientTape() as tape:
             embeddings = model(features, training=True)
             loss, accuracy, open_accuracy = episode_loss(
                 embeddings, ep.ways, ep.shots, ep.queries, tf.exp(head.log_scale), head.threshold
             )
-            scaled = loss / replicas
+            classification = additive_margin_loss(
+                embeddings, word_labels, head.word_weights, config.classification_scale, config.classification_margin
+            )
+            total = config.prototypical_weight * loss + config.classification_weight * classification
+            distillation = tf.constant(0.0)
+            if distil:
+                targets = tf.gather(target_table, safe_index)
+                distillation = distillation_loss(embeddings, targets, head.projection, keep)
+                total += config.distillation_weight * distillation
+            scaled = total / replicas
         gradients = tape.gradient(scaled, trainable)
         optimizer.apply_gradients(zip(gradients, trainable, strict=True))
-        return loss, accuracy, open_accuracy
+        return loss, accuracy, open_accuracy, classification, distillation
 
     workers = config.workers or os.cpu_count() or 1
     shape = (ep.size, config.encoder.window_frames, frontend.num_mels)
@@ -178,7 +214,7 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
                 if i % replicas == context.input_pipeline_id:
                     yield features
 
-        spec = tf.TensorSpec(shape, tf.float32)
+        spec = (tf.TensorSpec(shape, tf.float32), tf.TensorSpec((ep.size,), tf.int32))
         return tf.data.Dataset.from_generator(generator, output_signature=spec).prefetch(2)
 
     episodes = iter(strategy.distribute_datasets_from_function(dataset_fn))
@@ -187,20 +223,22 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
     progress = tqdm(total=config.steps, initial=step, desc="meta-training", unit="episode")
     running = []
     while step < config.steps:
-        losses = strategy.run(replica_step, args=(next(episodes),))
+        losses = strategy.run(replica_step, args=next(episodes))
         running.append([float(strategy.reduce("MEAN", x, axis=None)) for x in losses])
         step += 1
         progress.update(1)
         over_time = config.time_budget_minutes and (time.monotonic() - started) > 60 * config.time_budget_minutes
         if step % config.validate_every == 0 or step == config.steps or over_time:
             closed, opened = validation_accuracy(model, data.validation_features, config.validation_episodes)
-            train_loss, train_acc, train_open = np.mean(running, axis=0)
+            train_loss, train_acc, train_open, train_classification, train_distillation = np.mean(running, axis=0)
             running = []
             record = {
                 "step": step,
                 "loss": round(float(train_loss), 4),
                 "train_accuracy": round(float(train_acc), 4),
                 "train_open_accuracy": round(float(train_open), 4),
+                "classification_loss": round(float(train_classification), 4),
+                "distillation_loss": round(float(train_distillation), 4),
                 "validation_accuracy": round(closed, 4),
                 "validation_open_accuracy": round(opened, 4),
                 "scale": round(float(np.exp(head.log_scale.numpy())), 3),

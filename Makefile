@@ -1,0 +1,59 @@
+# Few-shot keyword spotting: every workflow is one target. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+QUICK ?=
+CONFIG := $(if $(QUICK),configs/quick.toml,configs/default.toml)
+RUN := $(if $(QUICK),runs/quick,runs/default)
+MODEL_OUT := $(if $(QUICK),build/quick/encoder.tflite,firmware_models/encoder.tflite)
+SYNTH_OUT := $(if $(QUICK),data_cache/synth_quick,data_cache/synth)
+SYNTH_ARGS := $(if $(QUICK),--quick,)
+
+.PHONY: help install install-system install-device test lint format data train export eval bench demo pi-check
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
+	@echo "  QUICK=1 makes data/train/export a minutes-long smoke run (build/quick/, not firmware_models/)"
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+install: $(PY) ## create .venv with everything (device runtime, trainer, dev tools)
+	$(PY) -m pip install --quiet -e '.[dev]'
+
+install-system: ## apt packages: PortAudio, offline TTS voices (needs root or sudo)
+	bash scripts/install_system.sh
+
+install-device: ## a device-only venv (no TensorFlow), as on a Raspberry Pi
+	bash scripts/install_device.sh
+
+lint: $(PY) ## ruff lint + format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(PY) ## apply ruff fixes and formatting
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: lint ## lint, then the whole test suite
+	$(PY) -m pytest -q
+
+data: ## speak the synthetic training vocabulary with every installed TTS voice (cached, resumable)
+	$(PY) -m trainer.synth --out $(SYNTH_OUT) $(SYNTH_ARGS)
+
+train: ## meta-train the encoder (resumes from the run folder)
+	$(PY) -m trainer.cli train --config $(CONFIG) --run $(RUN)
+
+export: ## train (resuming) and export the int8 encoder + manifest (QUICK=1: smoke run)
+	$(if $(QUICK),$(MAKE) data QUICK=1,)
+	$(PY) -m trainer.cli all --config $(CONFIG) --run $(RUN) --out $(MODEL_OUT)
+
+eval: ## few-shot and streaming evaluation vs baselines; updates BENCHMARKS.md
+	$(PY) -m trainer.evaluation all --model firmware_models/encoder.tflite --write-benchmarks
+
+bench: ## speed, memory, size and latency benchmarks; updates BENCHMARKS.md
+	$(PY) -m trainer.bench --model firmware_models/encoder.tflite --write-benchmarks
+
+demo: ## enroll a wake word from a few takes and detect it in a noisy stream
+	$(PY) scripts/demo.py

@@ -1,0 +1,545 @@
+"""kws: enroll wake words from a few takes and detect them, on a Raspberry Pi or any Linux box.
+
+quick start:
+  kws enroll "hey toaster"                  # record 5 takes from the microphone
+  kws listen --on-detect 'notify-send "$KWS_KEYWORD"'
+  kws enroll "lights on" take1.wav take2.wav take3.wav
+  kws detect recording.wav --json
+
+Keywords live in a store folder (default ~/.local/share/kws, see --store); the
+encoder model defaults to $KWS_MODEL or the shipped firmware_models/encoder.tflite.
+An optional config file (~/.config/kws/config.toml or $KWS_CONFIG, see --config)
+sets defaults; options on the command line win over it. Global options may be
+given before or after the command. `kws COMMAND --help` explains each command.
+
+exit status: 0 success, 1 failure (model, store, microphone), 2 bad input (a
+rejected take, an unreadable wav, a wrong option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+log = logging.getLogger("kws")
+
+PROG = "kws"
+
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+
+
+class UsageError(ValueError):
+    """Bad input from the user (exit status 2)."""
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+# -- help texts (description + examples, shown by `kws COMMAND --help`) -------------------------------
+
+ENROLL_HELP = """\
+Enroll a keyword from a few takes of you saying it (3 to 10 takes).
+
+With wav files, each file is one take (any rate, mono or stereo). Without files,
+the takes are recorded from the microphone: after a short quiet moment to measure
+the room, each take is prompted; speak after the prompt and stop; recording ends
+by itself after ~0.6 s of silence (or 3 s at most).
+
+Every take is checked (silent, clipped, too short, too long, unlike the others);
+a rejected take is named with the reason, and nothing is stored (exit status 2).
+
+examples:
+  kws enroll "hey toaster"                          # 5 takes from the microphone
+  kws enroll "hey toaster" --takes 8 --device 2     # 8 takes from input device 2
+  kws enroll "lights on" a.wav b.wav c.wav d.wav    # from recordings
+  kws enroll "lights on" e.wav f.wav --add          # add takes to an existing keyword
+  kws enroll "hey toaster" --no-keep-takes          # do not keep the audio in the store
+"""
+
+DETECT_HELP = """\
+Run the detector over a recording as if it were live, and print the detections.
+
+One line per detection: "time_s<TAB>keyword<TAB>score", where time_s is the end of
+the detected word in seconds from the start of the file. With --json, one JSON
+object per line: {"keyword": str, "time_s": float, "score": float}. Exits 0 also
+when nothing is detected.
+
+examples:
+  kws detect kitchen.wav
+  kws detect kitchen.wav --json | jq -r .keyword
+"""
+
+LISTEN_HELP = """\
+Listen to the microphone and report keywords as they are spoken (the daemon).
+
+Events go to stdout (--json: one JSON object per line with keyword, time_s,
+score and a unix timestamp); logs go to stderr. --on-detect runs a shell command
+for each event without waiting for it, with KWS_KEYWORD, KWS_SCORE and KWS_TIME
+set in its environment. A microphone that disappears is reopened with back-off
+(0.5 s doubling to 30 s); keywords enrolled meanwhile are picked up within ~2 s.
+Ctrl-C or SIGTERM stops it (exit 0). The config file's [listen] table may set
+device and on_detect.
+
+Test/demo hook: KWS_FAKE_INPUT=file.wav replaces the microphone with the file,
+played in real time (KWS_FAKE_INPUT_SPEED=10 plays it 10x faster); at the end of
+the file the "device" disappears and is reopened, replaying the file
+(KWS_FAKE_INPUT_LOOP=1 loops without a gap instead).
+
+examples:
+  kws listen
+  kws listen --device 2 --json
+  kws listen --on-detect 'mosquitto_pub -t kws -m "$KWS_KEYWORD $KWS_SCORE"'
+  KWS_FAKE_INPUT=demo.wav kws listen --json
+"""
+
+LIST_HELP = """\
+List the enrolled keywords: name, takes, threshold, prototypes and the encoder
+(sha256 prefix) that made them; "STALE" marks keywords made by another encoder
+than the current model.
+
+examples:
+  kws list
+  kws list --json
+"""
+
+REMOVE_HELP = """\
+Remove a keyword (and its kept takes) from the store. A running `kws listen`
+stops detecting it within ~2 s.
+
+examples:
+  kws remove "hey toaster"
+"""
+
+REEMBED_HELP = """\
+Re-compute keywords with the current model from their kept takes, after the
+model changed (the store refuses keywords made by another encoder). Keywords
+enrolled with --no-keep-takes cannot be re-embedded: enroll them again.
+
+examples:
+  kws reembed
+  kws --model new/encoder.tflite reembed
+"""
+
+DEVICES_HELP = """\
+List the audio input devices (index, name, channels, default rate); pass the
+index or a part of the name to --device. Exits 1 when PortAudio is missing or
+there is no input device.
+
+examples:
+  kws devices
+"""
+
+EMBED_HELP = """\
+Print each file's embedding exactly as enrollment computes it (trimmed, centred
+in the encoder's window): an L2-normalised vector of the model's embedding size.
+With --json, one object per line: {"file": str, "embedding": [float, ...]}.
+
+examples:
+  kws embed take1.wav take2.wav --json
+"""
+
+SERVE_HELP = """\
+Serve wake-word detection over the Wyoming protocol (Home Assistant, Rhasspy):
+clients stream audio, the server sends detections of the enrolled keywords.
+
+examples:
+  kws serve
+  kws serve --uri tcp://127.0.0.1:10400 --zeroconf
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Global options live on a parent parser shared by the top level and every command, with
+    # SUPPRESS defaults, so `kws --store X list` and `kws list --store X` both work.
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("global options")
+    group.add_argument("--store", type=Path, metavar="DIR", default=argparse.SUPPRESS, help="keyword store folder")
+    group.add_argument("--model", type=Path, metavar="PATH", default=argparse.SUPPRESS, help="encoder .tflite")
+    group.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS, help="config file (TOML)")
+    group.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging (repeat for debug)"
+    )
+
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=_formatter, parents=[common])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, text: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=summary, description=text, formatter_class=_formatter, parents=[common], prog=f"{PROG} {name}"
+        )
+
+    p = command("enroll", ENROLL_HELP, "enroll a keyword from takes (wav files or the microphone)")
+    p.add_argument("name", metavar="NAME", help="the keyword, e.g. 'hey toaster' (how events will name it)")
+    p.add_argument("wavs", metavar="WAV", nargs="*", type=Path, help="takes as wav files (none: record)")
+    p.add_argument("--add", action="store_true", help="add these takes to an existing keyword")
+    p.add_argument("--no-keep-takes", action="store_true", help="do not keep the takes' audio in the store")
+    p.add_argument("--takes", type=int, default=5, metavar="N", help="takes to record from the microphone (5)")
+    p.add_argument("--device", metavar="N", help="input device index or name part (see `kws devices`)")
+
+    p = command("detect", DETECT_HELP, "detect keywords in a wav file")
+    p.add_argument("wav", metavar="WAV", type=Path, help="recording to scan")
+    p.add_argument("--json", action="store_true", help="one JSON object per detection")
+
+    p = command("listen", LISTEN_HELP, "detect keywords on the microphone (daemon)")
+    p.add_argument("--device", metavar="N", help="input device index or name part (see `kws devices`)")
+    p.add_argument("--on-detect", metavar="CMD", help="shell command run per event ($KWS_KEYWORD, ...)")
+    p.add_argument("--json", action="store_true", help="events as JSON lines")
+
+    p = command("list", LIST_HELP, "list enrolled keywords")
+    p.add_argument("--json", action="store_true", help="one JSON object per keyword")
+
+    p = command("remove", REMOVE_HELP, "remove a keyword")
+    p.add_argument("name", metavar="NAME")
+
+    command("reembed", REEMBED_HELP, "re-embed kept takes with the current model")
+    command("devices", DEVICES_HELP, "list audio input devices")
+
+    p = command("embed", EMBED_HELP, "print embeddings of wav files")
+    p.add_argument("wavs", metavar="WAV", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+
+    p = command("serve", SERVE_HELP, "serve detection over the Wyoming protocol")
+    p.add_argument("--uri", default="tcp://0.0.0.0:10400", help="where to listen (tcp://0.0.0.0:10400)")
+    p.add_argument("--zeroconf", action="store_true", help="announce the service on the local network")
+    return parser
+
+
+# -- commands ------------------------------------------------------------------------------------------
+
+NAME_PATTERN = re.compile(r"^[^\W_][\w' .-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    """Keyword names become folder names under the store: letters, digits, spaces and ' . - _ only."""
+    name = name.strip()
+    if not NAME_PATTERN.match(name) or ".." in name:
+        raise UsageError(
+            f"keyword name {name!r} is not allowed: use letters, digits, spaces and ' . - _ "
+            "(starting with a letter or digit, at most 64 characters)"
+        )
+    return name
+
+
+def _spotter(args: argparse.Namespace, check_store: bool = True):
+    from device.spotter import Spotter
+
+    return Spotter(args.store_dir, args.model_path, args.settings.detector, check_store=check_store)
+
+
+def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
+    from device.enroll import MAX_TAKES, MIN_TAKES, EnrollmentError
+
+    name = check_name(args.name)
+    low = 1 if args.add else MIN_TAKES
+    if not args.wavs and not low <= args.takes <= MAX_TAKES:
+        raise UsageError(f"--takes must be between {low} and {MAX_TAKES}, got {args.takes}")
+    spotter = _spotter(args, check_store=False)
+    sha = spotter.encoder.sha256
+    existing = spotter.store.keywords.get(name)
+    if args.add and existing is not None and existing.encoder_sha256 != sha:
+        raise EnrollmentError(
+            f"--add: {name!r} was enrolled with a different encoder; re-enroll it without --add "
+            "(or `kws reembed` first if its takes were kept)"
+        )
+    stale = sorted(k.name for k in spotter.store.keywords.values() if k.encoder_sha256 != sha and k.name != name)
+    if stale:
+        log.warning("keywords %s were enrolled with another encoder: re-enroll them too", ", ".join(stale))
+    if args.wavs:
+        takes: list = list(args.wavs)
+    else:
+        device = args.device if args.device is not None else args.settings.listen.get("device")
+        takes = record_takes(spotter, name, args.takes, device, sys.stderr)
+    keep = args.settings.keep_takes and not args.no_keep_takes
+    keyword = spotter.enroll(name, takes, add=args.add, keep_takes=keep)
+    stats = keyword.stats
+    prototypes = len(keyword.prototypes)
+    print(
+        f"enrolled {keyword.name!r}: {keyword.takes} takes, threshold {keyword.threshold:.3f}, "
+        f"{prototypes} prototype{'' if prototypes == 1 else 's'} (store {spotter.store.folder})",
+        file=out,
+    )
+    details = [f"take scores (leave-one-out) {stats.get('take_scores_loo')}"]
+    if "negative_p999" in stats:
+        details.append(f"non-keyword p99.9 {stats['negative_p999']}")
+    log.info("%s", "; ".join(details))
+    if "warning" in stats:
+        print(f"warning: {stats['warning']}", file=sys.stderr)
+    return 0
+
+
+def record_takes(spotter, name: str, count: int, device: str | None, err: TextIO) -> list[np.ndarray]:
+    """Record ``count`` takes, re-asking (twice at most) for a take that fails the checks."""
+    from device.enroll import EnrollmentError, check_take
+    from device.microphone import TakeRecorder, parse_device
+
+    rate = spotter.sample_rate
+    max_seconds = spotter.encoder.window_samples / rate
+    takes = []
+    print(f"Recording {count} takes of {name!r}. Quiet for a moment while the room is measured...", file=err)
+    with TakeRecorder(rate, parse_device(device), out=err) as recorder:
+        for index in range(1, count + 1):
+            for attempt in range(3):
+                print(f"Take {index}/{count}: say {name!r} now\u2026", file=err, flush=True)
+                audio = recorder.record()
+                try:
+                    check_take(audio, f"take {index}", max_seconds, rate)
+                except EnrollmentError as error:
+                    if attempt == 2:
+                        raise
+                    print(f"  rejected: {error}; again please", file=err)
+                    continue
+                print(f"  ok ({len(audio) / rate:.1f} s)", file=err)
+                takes.append(audio)
+                break
+    return takes
+
+
+def cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
+    spotter = _spotter(args)
+    if not spotter.store.keywords:
+        raise UsageError(f"no keywords enrolled in {spotter.store.folder}; enroll one with `kws enroll NAME`")
+    for detection in spotter.detect_file(args.wav):
+        if args.json:
+            print(json.dumps(detection.to_dict()), file=out)
+        else:
+            print(f"{detection.time_s:.2f}\t{detection.keyword}\t{detection.score:.3f}", file=out)
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace, out: TextIO) -> int:
+    from device.listen import ListenOptions, listen
+    from device.microphone import parse_device
+
+    config = args.settings.listen
+    options = ListenOptions(
+        device=parse_device(args.device if args.device is not None else config.get("device")),
+        on_detect=args.on_detect if args.on_detect is not None else config.get("on_detect"),
+        json=args.json,
+    )
+    return listen(args.store_dir, args.model_path, args.settings.detector, options, out)
+
+
+def _model_sha(args: argparse.Namespace) -> str | None:
+    """The current model's sha256 from its manifest, or None when there is no usable model."""
+    from device.manifest import ModelError, load_manifest
+
+    try:
+        return load_manifest(args.model_path).sha256
+    except ModelError as error:
+        log.info("cannot check keywords against the model: %s", error)
+        return None
+
+
+def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
+    from device.store import KeywordStore
+
+    store = KeywordStore(args.store_dir)
+    sha = _model_sha(args)
+    keywords = [store.keywords[n] for n in store.names]
+    if args.json:
+        for k in keywords:
+            row = {
+                "name": k.name,
+                "takes": k.takes,
+                "threshold": k.threshold,
+                "prototypes": len(k.prototypes),
+                "encoder_sha256": k.encoder_sha256,
+                "stale": sha is not None and k.encoder_sha256 != sha,
+            }
+            print(json.dumps(row), file=out)
+        return 0
+    if not keywords:
+        print(f"no keywords in {store.folder}", file=out)
+        return 0
+    width = max(7, *(len(k.name) for k in keywords))
+    print(f"{'keyword':<{width}}  takes  threshold  prototypes  encoder", file=out)
+    for k in keywords:
+        stale = "  STALE: enrolled with another encoder, re-enroll" if sha and k.encoder_sha256 != sha else ""
+        print(
+            f"{k.name:<{width}}  {k.takes:>5}  {k.threshold:>9.3f}  {len(k.prototypes):>10}  "
+            f"{k.encoder_sha256[:12]}{stale}",
+            file=out,
+        )
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, out: TextIO) -> int:
+    from device.store import KeywordStore
+
+    store = KeywordStore(args.store_dir)
+    name = args.name.strip()
+    if name not in store.keywords:
+        raise UsageError(f"no keyword named {name!r} in {store.folder} (have: {', '.join(store.names) or 'none'})")
+    store.remove(name)
+    print(f"removed {name!r}", file=out)
+    return 0
+
+
+def cmd_reembed(args: argparse.Namespace, out: TextIO) -> int:
+    spotter = _spotter(args, check_store=False)
+    sha = spotter.encoder.sha256
+    stale = [k for k in spotter.store.keywords.values() if k.encoder_sha256 != sha]
+    if not stale:
+        print("every keyword already matches the model; nothing to do", file=out)
+        return 0
+    missing = []
+    for keyword in stale:
+        folder = spotter.store.folder / keyword.takes_dir if keyword.takes_dir else None
+        takes = sorted(folder.glob("take_*.wav")) if folder and folder.is_dir() else []
+        if not takes:
+            missing.append(keyword.name)
+            continue
+        new = spotter.enroll(keyword.name, takes, keep_takes=True)
+        print(f"re-embedded {new.name!r} from {len(takes)} takes: threshold {new.threshold:.3f}", file=out)
+    if missing:
+        from device.store import StoreError
+
+        raise StoreError(f"no kept takes for {', '.join(missing)}: enroll them again with `kws enroll NAME`")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace, out: TextIO) -> int:
+    from device.microphone import fake_input_path, input_devices
+
+    if fake_input_path():
+        print(f"note: KWS_FAKE_INPUT={fake_input_path()} replaces the microphone for listen/enroll", file=out)
+    devices = input_devices()
+    if not devices:
+        from device.microphone import MicrophoneError
+
+        raise MicrophoneError("no audio input device found; plug in a microphone (and check `arecord -l`)")
+    for d in devices:
+        mark = "  (default)" if d["default"] else ""
+        print(f"{d['index']:>3}  {d['name']}  [{d['channels']} ch, {d['rate']} Hz]{mark}", file=out)
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace, out: TextIO) -> int:
+    from device.audio import read_wav
+    from device.encoder import Encoder
+
+    encoder = Encoder(args.model_path)
+    rate = encoder.manifest.frontend.sample_rate
+    for path in args.wavs:
+        embedding = encoder.embed_utterance(read_wav(path, rate))
+        values = [round(float(x), 6) for x in embedding]
+        if args.json:
+            print(json.dumps({"file": str(path), "embedding": values}), file=out)
+        else:
+            print(f"{path}\t" + " ".join(f"{x:.6f}" for x in values), file=out)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from device.wyoming_server import serve
+
+    return int(serve(args.uri, args.store_dir, args.model_path, args.settings.detector, args.zeroconf) or 0)
+
+
+COMMANDS = {
+    "enroll": cmd_enroll,
+    "detect": cmd_detect,
+    "listen": cmd_listen,
+    "list": cmd_list,
+    "remove": cmd_remove,
+    "reembed": cmd_reembed,
+    "devices": cmd_devices,
+    "embed": cmd_embed,
+    "serve": cmd_serve,
+}
+DAEMONS = {"listen", "serve"}
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (so ``main`` can run inside a test harness)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
+def _setup_logging(verbosity: int, daemon: bool) -> None:
+    # One-shot commands keep stderr for warnings and errors; daemons say what they are doing.
+    levels = [logging.INFO, logging.DEBUG] if daemon else [logging.WARNING, logging.INFO, logging.DEBUG]
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if daemon else "kws: %(levelname)s: %(message)s"
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(levels[min(verbosity, len(levels) - 1)])
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """Run ``kws`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    out = out or sys.stdout
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _setup_logging(getattr(args, "verbose", 0), args.command in DAEMONS)
+
+    from device.audio import AudioError
+    from device.enroll import EnrollmentError
+    from device.interpreter import NoInterpreterError
+    from device.manifest import ModelError
+    from device.microphone import MicrophoneError
+    from device.settings import load_settings
+    from device.store import StoreError
+
+    try:
+        settings = load_settings(getattr(args, "config", None))
+    except SystemExit as error:  # load_settings explains a bad config file in its exit message
+        _error(str(error.code))
+        return EXIT_USAGE
+    args.settings = settings
+    args.store_dir = Path(getattr(args, "store", None) or settings.store).expanduser()
+    args.model_path = Path(getattr(args, "model", None) or settings.model).expanduser()
+    args.settings = replace(settings, store=args.store_dir, model=args.model_path)
+
+    usage_errors = (UsageError, EnrollmentError, AudioError)
+    failures = (ModelError, StoreError, MicrophoneError, NoInterpreterError, OSError)
+    try:
+        return COMMANDS[args.command](args, out)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `kws detect x.wav | head -1`: stop quietly, also at interpreter exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except ModuleNotFoundError as error:  # an optional part (the Wyoming server, PortAudio bindings) is missing
+        _error(f"`kws {args.command}` needs the Python module {error.name!r}, which is not installed ({error})")
+        return EXIT_FAILURE
+    except usage_errors as error:
+        _error(str(error))
+        return EXIT_USAGE
+    except failures as error:
+        _error(str(error))
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

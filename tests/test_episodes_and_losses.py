@@ -1,0 +1,76 @@
+"""Episode sampling and the prototypical loss, against hand-computed cases."""
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+from trainer.episodes import EpisodeConfig, EpisodeSampler
+from trainer.reserved import is_reserved
+
+
+def _labels(words: int, clips: int) -> list[str]:
+    return [f"word{w}" for w in range(words) for _ in range(clips)]
+
+
+def test_episode_shapes_and_no_overlap_between_support_and_query():
+    config = EpisodeConfig(ways=5, shots=3, queries=2, unknown_queries=4, noise_queries=1)
+    labels = _labels(12, 8)
+    sampler = EpisodeSampler(labels, config)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        episode = sampler.sample(rng)
+        assert episode.support.shape == (5, 3) and episode.query.shape == (5, 2) and episode.unknown.shape == (4,)
+        assert not set(episode.support.ravel()) & set(episode.query.ravel())
+        for row, word in enumerate(episode.words):
+            assert {labels[i] for i in episode.support[row]} == {word}
+            assert {labels[i] for i in episode.query[row]} == {word}
+        assert not {labels[i] for i in episode.unknown} & set(episode.words)
+    assert config.size == 5 * 5 + 4 + 1
+
+
+def test_sampler_needs_enough_words():
+    with pytest.raises(ValueError, match="need more than 5 words"):
+        EpisodeSampler(_labels(5, 10), EpisodeConfig(ways=5, shots=2, queries=2))
+
+
+def test_same_seed_same_episode():
+    sampler = EpisodeSampler(_labels(20, 10), EpisodeConfig())
+    a, b = sampler.sample(np.random.default_rng(3)), sampler.sample(np.random.default_rng(3))
+    assert a.words == b.words and np.array_equal(a.support, b.support)
+
+
+@pytest.mark.parametrize(
+    ("text", "reserved"),
+    [("go", True), ("hey_go", True), ("Four", True), ("know", True), ("en_close", False), ("toaster", False)],
+)
+def test_reserved_words(text, reserved):
+    assert is_reserved(text) is reserved
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="tensorflow not installed (trainer extra)")
+def test_prototypical_loss_matches_hand_computation():
+    import tensorflow as tf
+
+    from trainer.losses import additive_margin_loss, episode_loss
+
+    # 2 ways, 1 shot, 1 query each, plus one open-set query.
+    embeddings = tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.6, 0.8], [0.8, 0.6]])
+    loss, closed, opened = episode_loss(embeddings, 2, 1, 1, tf.constant(2.0), tf.constant(0.5))
+
+    def ce(logits, label):
+        return -(logits[label] - math.log(sum(math.exp(x) for x in logits)))
+
+    expected = (
+        ce([2.0, 0.0, 1.0], 0)  # query of word 0
+        + ce([1.2, 1.6, 1.0], 1)  # query of word 1
+        + ce([1.6, 1.2, 1.0], 2)  # open-set query: label "reject"
+    ) / 3
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(closed) == 1.0
+    assert float(opened) == pytest.approx(2 / 3)
+
+    weights = tf.constant([[2.0, 0.0], [0.0, 1.0]])  # normalised inside
+    am = additive_margin_loss(tf.constant([[1.0, 0.0], [0.6, 0.8]]), tf.constant([0, -1]), weights, 4.0, 0.2)
+    assert float(am) == pytest.approx(ce([4.0 * (1.0 - 0.2), 0.0], 0), rel=1e-5)

@@ -1,0 +1,61 @@
+"""`make export QUICK=1` end to end: synthetic data, training, int8 export, parity check, device load."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (make install-system)"),
+]
+
+
+def test_quick_export_produces_a_verified_int8_model(tmp_path):
+    pytest.importorskip("tensorflow", reason="tensorflow not installed (trainer extra)")
+    run = [sys.executable, "-m"]
+    subprocess.run([*run, "trainer.synth", "--out", "data_cache/synth_quick", "--quick"], cwd=REPO, check=True)
+    out = tmp_path / "encoder.tflite"
+    result = subprocess.run(
+        [
+            *run,
+            "trainer.cli",
+            "all",
+            "--config",
+            "configs/quick.toml",
+            "--run",
+            str(tmp_path / "run"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert manifest["input"]["dtype"] == "int8" and manifest["output"]["dtype"] == "int8"
+    figures = manifest["figures"]
+    assert figures["int8_mean_cosine"] >= 0.98
+    assert figures["float_validation_accuracy"] - figures["int8_validation_accuracy"] <= 0.02
+    assert (tmp_path / "README.md").is_file()
+
+    from device.encoder import Encoder
+    from device.manifest import ModelError
+
+    encoder = Encoder(out)
+    embedding = encoder.embed_frames(np.zeros((encoder.window_frames, 40), np.float32) - 5.0)
+    assert embedding.shape == (manifest["embedding_size"],)
+    assert np.linalg.norm(embedding) == pytest.approx(1.0, abs=1e-5)
+    negatives = np.load(out.with_suffix(".negatives.npy"))
+    assert negatives.shape == (2000, manifest["embedding_size"])
+
+    out.write_bytes(out.read_bytes()[:-1] + b"\x00")  # one byte changed
+    with pytest.raises(ModelError, match="does not match its manifest"):
+        Encoder(out)
