@@ -40,6 +40,7 @@ test: lint ## lint, then the whole test suite
 	$(PY) -m pytest -q
 
 data: ## speak the synthetic training vocabulary with every installed TTS voice (cached, resumable)
+	bash scripts/install_tts.sh
 	$(PY) -m trainer.synth --out $(SYNTH_OUT) $(SYNTH_ARGS)
 
 train: ## meta-train the encoder (resumes from the run folder)

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from trainer import synth
+from trainer.reserved import EVALUATION_KEYWORDS, RESERVED_WORDS
 from trainer.synth import (
-    EVALUATION_KEYWORDS,
-    RESERVED_WORDS,
     Catalog,
     ClipJob,
     Speaker,

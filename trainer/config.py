@@ -63,6 +63,8 @@ class TrainConfig:
     classification_margin: float = 0.2
     # Distillation from the speech-embedding teacher (trainer/teacher.py); 0 or no teacher files: off.
     distillation_weight: float = 1.0
+    # Sources whose clips get no teacher target (e.g. bulk TTS: the teacher's value is its real voices).
+    distillation_skip_sources: list[str] = field(default_factory=list)
     validate_every: int = 250
     num_validation_episodes: int = 100
     workers: int = 0  # episode builder processes; 0 = number of cores

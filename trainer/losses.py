@@ -75,4 +75,5 @@ def distillation_loss(embeddings: tf.Tensor, targets: tf.Tensor, projection: tf.
     """
     student = tf.math.l2_normalize(tf.matmul(tf.boolean_mask(embeddings, keep), projection), axis=-1)
     teacher = tf.boolean_mask(targets, keep)
-    return tf.reduce_mean(1.0 - tf.reduce_sum(student * teacher, axis=-1))
+    distances = 1.0 - tf.reduce_sum(student * teacher, axis=-1)
+    return tf.reduce_sum(distances) / tf.maximum(tf.cast(tf.size(distances), tf.float32), 1.0)

@@ -15,7 +15,7 @@ Layout written under ``--out`` (what :func:`trainer.datasets.read_folder_per_wor
 A speaker id never contains ``_``: readers take everything before the last ``_`` as the speaker.
 
 The evaluation keywords (Speech Commands' yes/no/.../nine) and their homophones are never
-spoken: :data:`RESERVED_WORDS` / :func:`is_reserved` are the single source of truth the
+spoken: ``trainer.reserved`` is the single source of truth the
 trainer also asserts with, so a keyword cannot leak into training through this generator.
 
 Everything is deterministic from ``--seed`` (vocabulary, speakers, word-to-speaker
@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from device.audio import AudioError, pcm_to_float, resample, to_mono, write_wav
+from trainer.reserved import is_reserved, tokens
 
 log = logging.getLogger("trainer.synth")
 
@@ -63,57 +64,6 @@ DEFAULT_PHRASE_SHARE = 0.25
 DEFAULT_FOREIGN_SHARE = 0.10
 DEFAULTS = {"words": DEFAULT_WORDS, "speakers": DEFAULT_SPEAKERS, "per_word": DEFAULT_SPEAKERS_PER_WORD}
 QUICK = {"words": 20, "speakers": 4, "per_word": 4}
-
-# ---------------------------------------------------------------------------------------
-# Reserved evaluation keywords
-# ---------------------------------------------------------------------------------------
-
-#: The Speech Commands keywords the evaluation measures few-shot accuracy on.
-EVALUATION_KEYWORDS: tuple[str, ...] = (
-    "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-)  # fmt: skip
-
-# Plurals, inflections, homophones and near forms a TTS voice would make sound like a keyword.
-_KEYWORD_NEIGHBOURS: tuple[str, ...] = (
-    "yeses", "yesses", "yeah", "yea", "yeas", "yep", "yup",
-    "nos", "noes", "know", "knows", "known", "noh", "noe", "nose", "nope", "nah",
-    "ups", "upped", "upping",
-    "downs", "downed", "downing",
-    "lefts", "lefty", "lefties",
-    "rights", "righted", "righting", "write", "writes", "rite", "rites", "wright", "wrights", "writ",
-    "ons", "offs", "of",
-    "stops", "stopped", "stopping", "stopper",
-    "goes", "gos", "going", "gone", "goer", "goers",
-    "zeros", "zeroes", "zeroed", "oh", "ohs", "owe", "owes",
-    "ones", "won", "wan",
-    "twos", "to", "too", "tu", "tutu",
-    "threes", "thee",
-    "fours", "for", "fore", "fores", "forte",
-    "fives", "fife",
-    "sixes", "sics", "sicks",
-    "sevens",
-    "eights", "ate", "ait", "eighth",
-    "nines", "nein", "ninth",
-    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
-    "twenty", "thirty", "forty", "fourty", "fifty", "sixty", "seventy", "eighty", "ninety",
-)  # fmt: skip
-
-#: Every token the generator refuses to speak (lowercase).
-RESERVED_WORDS: frozenset[str] = frozenset(EVALUATION_KEYWORDS + _KEYWORD_NEIGHBOURS)
-
-_TOKEN = re.compile(r"[a-z]+")
-
-
-def tokens(text: str) -> list[str]:
-    """Lowercase alphabetic tokens of a word or phrase; ``_``, ``-`` and spaces all separate."""
-    return _TOKEN.findall(text.lower().replace("'", ""))
-
-
-def is_reserved(text: str) -> bool:
-    """True if ANY token of ``text`` (a word, ``"hey go"`` or ``"hey_go"``) is a reserved word."""
-    return any(token in RESERVED_WORDS for token in tokens(text))
-
 
 # ---------------------------------------------------------------------------------------
 # Vocabulary

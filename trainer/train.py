@@ -59,7 +59,7 @@ class TrainingData:
     validation_features: np.ndarray  # [episodes, size, frames, mels]
     feature_mean: np.ndarray
     feature_std: np.ndarray
-    teacher_targets: np.ndarray | None  # [training clips, 96] centred unit vectors, or None
+    teacher_targets: np.ndarray | None  # [training clips, 96] centred unit vectors (zeros: no target), or None
 
 
 def strategy_for_this_machine() -> tf.distribute.Strategy:
@@ -101,9 +101,17 @@ def _teacher_targets(config: TrainConfig, corpus: Corpus, bank: list[np.ndarray]
     if not (teacher_dir() / "embedding_model.onnx").is_file():
         log.warning("distillation off: teacher model not found in %s", teacher_dir())
         return None
-    targets = teacher_targets(bank, [c.path for c in corpus.train], resolve_path("data_cache/teacher"))
-    targets -= targets.mean(axis=0)
-    return targets / (np.linalg.norm(targets, axis=1, keepdims=True) + 1e-9)
+    chosen = [i for i, c in enumerate(corpus.train) if c.source not in config.distillation_skip_sources]
+    if not chosen:
+        return None
+    computed = teacher_targets(
+        [bank[i] for i in chosen], [corpus.train[i].path for i in chosen], resolve_path("data_cache/teacher")
+    )
+    computed -= computed.mean(axis=0)
+    targets = np.zeros((len(bank), computed.shape[1]), np.float32)
+    targets[chosen] = computed / (np.linalg.norm(computed, axis=1, keepdims=True) + 1e-9)
+    log.info("distillation targets for %d of %d training clips", len(chosen), len(bank))
+    return targets
 
 
 def validation_accuracy(model: keras.Model, features: np.ndarray, config: EpisodeConfig) -> tuple[float, float]:
@@ -197,7 +205,8 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
             distillation = tf.constant(0.0)
             if distil:
                 targets = tf.gather(target_table, safe_index)
-                distillation = distillation_loss(embeddings, targets, head.projection, keep)
+                has_target = keep & (tf.reduce_sum(tf.abs(targets), axis=1) > 0)
+                distillation = distillation_loss(embeddings, targets, head.projection, has_target)
                 total += config.distillation_weight * distillation
             scaled = total / replicas
         gradients = tape.gradient(scaled, trainable)

@@ -1,0 +1,189 @@
+"""Running evaluations: build the item bank once, score every method on the same episodes, stream.
+
+The CLI (``trainer.evaluation.cli``) only parses arguments; everything that decides what
+is measured lives here, so ``kws-eval all`` and the single commands share one code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from device.manifest import load_manifest
+from trainer.datasets import Clip
+from trainer.evaluation import guard
+from trainer.evaluation.data import ItemBank, load_audios, noise_windows
+from trainer.evaluation.dtw import DTWScorer, mfcc
+from trainer.evaluation.embedders import EmbedderSpec, embed_all
+from trainer.evaluation.fewshot import EmbeddingScorer, FewShotConfig, evaluate, sample_episodes
+from trainer.evaluation.report import pct
+from trainer.evaluation.streaming import (
+    StreamConfig,
+    StreamItem,
+    build_stream,
+    choose_negatives,
+    keyword_windows,
+    plan_keywords,
+    run_detector,
+    score_distributions,
+    summarise,
+)
+
+log = logging.getLogger(__name__)
+DTW_LABEL = "MFCC+DTW"
+
+
+class AudioCache:
+    """Decoded clips by path, so a run that uses FSDD for few-shot and streaming decodes it once."""
+
+    def __init__(self, workers: int = 0) -> None:
+        self.workers = workers
+        self._audio: dict[Path, np.ndarray] = {}
+
+    def get(self, clips: Sequence[Clip], desc: str = "decoding") -> list[np.ndarray]:
+        missing = list(dict.fromkeys(c.path for c in clips if c.path not in self._audio))
+        if missing:
+            for path, audio in zip(missing, load_audios(missing, self.workers, desc), strict=True):
+                self._audio[path] = audio
+        return [self._audio[c.path] for c in clips]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A column of the tables: an embedder, or the DTW baseline (``spec`` None)."""
+
+    label: str
+    spec: EmbedderSpec | None = None
+
+
+def check_models(methods: Sequence[Method], clips: Sequence[Clip], claims_unseen_words: bool) -> dict:
+    """Run the leakage guard against every encoder's manifest (the teacher and DTW trained on none of ours)."""
+    checked = {}
+    for method in methods:
+        if method.spec is not None and method.spec.kind == "encoder":
+            training = load_manifest(method.spec.path).training
+            checked[method.label] = guard.check(clips, training, method.spec.path, claims_unseen_words)
+    return checked
+
+
+def make_bank(
+    name: str, clips: Sequence[Clip], cache: AudioCache, noise: Sequence[np.ndarray], noise_count: int, seed: int
+) -> ItemBank:
+    audio = cache.get(clips, f"decoding {name}")
+    windows = noise_windows(noise, noise_count, 1.0, np.random.default_rng([seed, 7])) if noise_count else []
+    return ItemBank.from_clips(name, clips, audio, windows)
+
+
+def run_fewshot(
+    bank: ItemBank,
+    tasks: Sequence[tuple[str, FewShotConfig]],
+    methods: Sequence[Method],
+    workers: int = 0,
+    dtw_band: float | None = None,
+) -> list[dict]:
+    """Every task x every method on identical episodes; returns one summary dict per (task, method)."""
+    scorers, setup = [], {}
+    for method in methods:
+        started = time.perf_counter()
+        if method.spec is None:
+            features = [mfcc(a) for a in tqdm(bank.audio, desc=f"MFCC {bank.name}", unit="clip", leave=False)]
+            scorers.append(DTWScorer(features, method.label, band=dtw_band, workers=workers))
+        else:
+            embeddings = embed_all(method.spec, bank.audio, workers, f"embedding {bank.name} ({method.label})")
+            scorers.append(EmbeddingScorer(method.label, embeddings))
+        setup[method.label] = time.perf_counter() - started
+    summaries = []
+    for task, config in tasks:
+        episodes = sample_episodes(bank.words, bank.speakers, config)
+        for scorer in scorers:
+            result = evaluate(scorer, episodes, config, task)
+            summary = result.summary()
+            summary["setup_seconds"] = round(setup[scorer.label], 1)
+            summaries.append(summary)
+            extra = ""
+            if config.open_set:
+                point = next(p for p in summary["open_set"] if abs(p["target_frr"] - 0.05) < 1e-9)
+                far_unknown, far_noise = pct(point.get("far_unknown")), pct(point.get("far_noise"))
+                extra = f"  open set @5% FRR: FAR unknown {far_unknown}, noise {far_noise}"
+            tqdm.write(
+                f"  {task:<42} {scorer.label:<10} {pct(summary['accuracy'], summary['ci']):>12}  "
+                f"({result.seconds:.1f} s){extra}"
+            )
+    return summaries
+
+
+def fewshot_tasks(
+    prefix: str, ways: int, shots: Sequence[int], modes: Sequence[str], base: FewShotConfig
+) -> list[tuple[str, FewShotConfig]]:
+    tasks = []
+    for mode in modes:
+        for k in shots:
+            config = replace(base, ways=ways, shots=k, mode=mode)
+            open_tag = ", open set" if config.open_set else ""
+            tasks.append((f"{prefix} {ways}-way {k}-shot {mode}{open_tag}", config))
+    return tasks
+
+
+def run_stream(
+    model_path: Path,
+    keyword_clips: Sequence[Clip],
+    negative_clips: Sequence[Clip],
+    noise: Sequence[np.ndarray],
+    cache: AudioCache,
+    config: StreamConfig,
+    refractory: float,
+    claims_unseen_words: bool = True,
+) -> tuple[dict, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Plan keywords, build the stream, enroll, run the detector, score; returns the summary and score samples."""
+    rng = np.random.default_rng([config.seed, 2])
+    audio = cache.get(keyword_clips, "decoding keyword set")
+    words = np.array([c.word for c in keyword_clips])
+    speakers = np.array([c.speaker_key for c in keyword_clips])
+    plans, used = plan_keywords(words, speakers, audio, config)
+    training = load_manifest(model_path).training
+    checked = guard.check([keyword_clips[i] for i in used], training, model_path, claims_unseen_words)
+    keyword_pairs = {(p.word, p.speaker) for p in plans}
+    keyword_words = {p.word for p in plans}
+    used_set = set(used.tolist())
+    same_source = [
+        StreamItem(audio[i], c.word, c.speaker_key, "same-source")
+        for i, c in enumerate(keyword_clips)
+        if i not in used_set
+        and (c.word, c.speaker_key) not in keyword_pairs
+        and (config.mode == "personal" or c.word not in keyword_words)
+    ]
+    other_audio = cache.get(negative_clips, "decoding negative words") if negative_clips else []
+    others = [
+        StreamItem(a, c.word, c.speaker_key, "other-words") for a, c in zip(other_audio, negative_clips, strict=True)
+    ]
+    targets = [t for p in plans for t in p.targets]
+    share = config.same_source_negative_share if others else 1.0
+    negatives = choose_negatives([(same_source, share), (others, 1.0 - share)], config.negative_seconds, config, rng)
+    items = [*targets, *negatives]
+    order = rng.permutation(len(items))
+    stream = build_stream([items[i] for i in order], noise, config, rng)
+    tqdm.write(
+        f"  stream: {stream.seconds / 3600:.2f} h, {len(targets)} keyword occurrences of {len(plans)} keywords, "
+        f"{len(negatives)} non-keyword words, {config.snr_db:g} dB SNR"
+    )
+    trace, enrollment = run_detector(model_path, plans, stream, config.chunk_seconds)
+    word_of = {p.name: p.word for p in plans}
+    windows = [
+        keyword_windows(stream.events, name, word_of[name], stream.seconds + 1.0, config.tolerance_seconds)
+        for name in trace.names
+    ]
+    summary = summarise(trace, windows, stream, config, refractory)
+    summary["enrollment"] = enrollment
+    summary["guard"] = checked
+    summary["negative_sources"] = {
+        "same_source": sum(1 for n in negatives if n.source == "same-source"),
+        "other_words": sum(1 for n in negatives if n.source == "other-words"),
+    }
+    distributions = score_distributions(trace, windows, stream.events, config.tolerance_seconds)
+    return summary, distributions
