@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -216,19 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands ------------------------------------------------------------------------------------------
 
-NAME_PATTERN = re.compile(r"^[^\W_][\w' .-]{0,63}$")
-
-
-def check_name(name: str) -> str:
-    """Keyword names become folder names under the store: letters, digits, spaces and ' . - _ only."""
-    name = name.strip()
-    if not NAME_PATTERN.match(name) or ".." in name:
-        raise UsageError(
-            f"keyword name {name!r} is not allowed: use letters, digits, spaces and ' . - _ "
-            "(starting with a letter or digit, at most 64 characters)"
-        )
-    return name
-
 
 def _spotter(args: argparse.Namespace, check_store: bool = True):
     from device.spotter import Spotter
@@ -237,9 +223,9 @@ def _spotter(args: argparse.Namespace, check_store: bool = True):
 
 
 def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
-    from device.enroll import MAX_TAKES, MIN_TAKES, EnrollmentError
+    from device.enroll import MAX_TAKES, MIN_TAKES, EnrollmentError, check_keyword_name
 
-    name = check_name(args.name)
+    name = check_keyword_name(args.name)
     low = 1 if args.add else MIN_TAKES
     if not args.wavs and not low <= args.takes <= MAX_TAKES:
         raise UsageError(f"--takes must be between {low} and {MAX_TAKES}, got {args.takes}")

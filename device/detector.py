@@ -50,6 +50,8 @@ class StreamingDetector:
         self._hop_frames = max(1, round(self.settings.hop_seconds / self._frame_seconds))
         # log-mel energy of a frame whose samples have this RMS (a Hann window keeps ~0.375 of the power)
         self._gate = None if self.settings.gate_db is None else self._mel_energy_for_db(self.settings.gate_db)
+        self.keywords: list[Keyword] = []
+        self._blocked_until = np.zeros(0)
         self.set_keywords(keywords)
         self.reset()
 
@@ -59,7 +61,12 @@ class StreamingDetector:
         return float(np.log(power_per_bin * (c.fft_size // 2) + c.log_floor))
 
     def set_keywords(self, keywords: list[Keyword]) -> None:
-        """Replace the keywords (e.g. after the store changed) without losing stream state."""
+        """Replace the keywords (e.g. after the store changed) without losing stream state.
+
+        Refractory state carries over by name, so a reload just after a detection
+        cannot make the same utterance fire twice.
+        """
+        blocked = dict(zip([k.name for k in self.keywords], self._blocked_until, strict=True))
         self.keywords = list(keywords)
         rows, owners = [], []
         for index, keyword in enumerate(self.keywords):
@@ -70,7 +77,7 @@ class StreamingDetector:
         self._owners = np.asarray(owners, dtype=np.int64)
         self._thresholds = np.array([k.threshold for k in self.keywords]) + self.settings.threshold_offset
         self._recent = deque(maxlen=self.settings.smoothing_hops)
-        self._blocked_until = np.full(len(self.keywords), -np.inf)
+        self._blocked_until = np.array([blocked.get(k.name, -np.inf) for k in self.keywords], dtype=float)
 
     def reset(self) -> None:
         """Start a new stream: forget audio, scores and refractory state."""

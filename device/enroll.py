@@ -12,6 +12,7 @@ bank) score against the prototype.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,20 @@ SPLIT_COSINE = 0.6  # below this, two sub-prototypes describe the takes better t
 
 class EnrollmentError(ValueError):
     """A take or a set of takes that cannot make a keyword; the message says which and why."""
+
+
+NAME_PATTERN = re.compile(r"^[^\W_][\w' .-]{0,63}$")
+
+
+def check_keyword_name(name: str) -> str:
+    """Keyword names become folder names under the store: letters, digits, spaces and ' . - _ only."""
+    name = name.strip()
+    if not NAME_PATTERN.match(name) or ".." in name:
+        raise EnrollmentError(
+            f"keyword name {name!r} is not allowed: use letters, digits, spaces and ' . - _ "
+            "(starting with a letter or digit, at most 64 characters)"
+        )
+    return name
 
 
 @dataclass
@@ -90,12 +105,22 @@ def embed_takes(encoder: Encoder, takes: list[tuple[str, np.ndarray]]) -> list[T
     return checked
 
 
-def find_outliers(embeddings: np.ndarray) -> list[int]:
-    """Indices of takes whose cosine to the mean of the *other* takes is below ``OUTLIER_COSINE``."""
+def find_outliers(embeddings: np.ndarray, negatives: np.ndarray | None = None) -> list[int]:
+    """Indices of takes that sound no more like the other takes than unrelated speech does.
+
+    A take is compared with the mean of the *other* takes; it is an outlier when that
+    cosine is below ``OUTLIER_COSINE`` or below what the top 1 % of the negative bank
+    (non-keyword speech and noise) scores against the same mean. The second test
+    scales with the encoder: a fixed cosine alone is too lenient for a model whose
+    embeddings of different words already sit close together.
+    """
     outliers = []
     for i in range(len(embeddings)):
-        others = np.delete(embeddings, i, axis=0).mean(axis=0)
-        if float(embeddings[i] @ others) / (np.linalg.norm(others) + 1e-12) < OUTLIER_COSINE:
+        others = _unit(np.delete(embeddings, i, axis=0).mean(axis=0))
+        bar = OUTLIER_COSINE
+        if negatives is not None and len(negatives):
+            bar = max(bar, float(np.quantile(negatives @ others, 0.99)))
+        if float(embeddings[i] @ others) < bar:
             outliers.append(i)
     return outliers
 
@@ -176,7 +201,7 @@ def enroll(
     if len(checked) + len(earlier) > MAX_TAKES:
         raise EnrollmentError(f"at most {MAX_TAKES} takes per keyword, got {len(checked) + len(earlier)}")
     embeddings = np.stack(earlier + [t.embedding for t in checked])
-    outliers = [i - len(earlier) for i in find_outliers(embeddings) if i >= len(earlier)]
+    outliers = [i - len(earlier) for i in find_outliers(embeddings, negatives) if i >= len(earlier)]
     if outliers:
         labels = ", ".join(checked[i].label for i in outliers)
         raise EnrollmentError(f"{labels}: does not sound like the other takes; re-record it (or them)")

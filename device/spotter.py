@@ -13,6 +13,7 @@ independent detector state, e.g. one per network client).
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from device.audio import read_wav
 from device.detector import Detection, DetectorSettings, StreamingDetector
 from device.encoder import Encoder
-from device.enroll import EnrollmentError, enroll, load_negatives, save_takes
+from device.enroll import EnrollmentError, check_keyword_name, enroll, load_negatives, save_takes
 from device.settings import default_model_path, default_store_dir
 from device.store import Keyword, KeywordStore
 
@@ -63,9 +64,7 @@ class Spotter:
 
     def enroll(self, name: str, takes: list, add: bool = False, keep_takes: bool = True) -> Keyword:
         """Enroll (or with ``add``, extend) a keyword from wav paths or float arrays at 16 kHz."""
-        name = name.strip()
-        if not name:
-            raise EnrollmentError("the keyword needs a name")
+        name = check_keyword_name(name)
         labelled = [
             (str(t), read_wav(t, self.sample_rate)) if isinstance(t, (str, Path)) else (f"take {i + 1}", t)
             for i, t in enumerate(takes)
@@ -74,15 +73,16 @@ class Spotter:
         if add:
             if name not in self.store.keywords:
                 raise EnrollmentError(f"--add: no keyword {name!r} yet; enroll it first without --add")
+            if self.store.keywords[name].encoder_sha256 != self.encoder.sha256:
+                raise EnrollmentError(f"--add: {name!r} was enrolled with a different encoder; re-enroll it")
             previous = [np.asarray(e, np.float32) for e in self.store.keywords[name].stats["embeddings"]]
         elif name in self.store.keywords:
             log.info("replacing the existing keyword %r", name)
         keyword, checked = enroll(self.encoder, name, labelled, self.negatives, previous)
+        takes_dir = self.store.folder / "takes" / name
+        if not add and takes_dir.is_dir():
+            shutil.rmtree(takes_dir)  # the old takes belong to the keyword being replaced
         if keep_takes:
-            takes_dir = self.store.folder / "takes" / name
-            if not add and takes_dir.is_dir():
-                for old in takes_dir.glob("take_*.wav"):
-                    old.unlink()
             save_takes(takes_dir, checked, self.sample_rate)
             keyword.takes_dir = str(takes_dir.relative_to(self.store.folder))
         self.store.put(keyword)

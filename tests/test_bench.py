@@ -59,6 +59,20 @@ def test_verdict_and_ratio_formatting():
     assert bench.times_ref(float("nan"), 1e-5) == ""
 
 
+def test_milliseconds_keep_only_meaningful_digits():
+    assert bench.ms(0.00009) == "0.09 ms"
+    assert bench.ms(0.036) == "36.0 ms"
+    assert bench.ms(0.352) == "352 ms"
+    assert bench.ms(-0.054) == "-54.0 ms"
+
+
+def test_vm_status_reads_this_process_memory():
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("no /proc (not Linux)")
+    memory = bench.vm_status_mb(os.getpid())
+    assert 1.0 < memory["VmRSS"] <= memory["VmHWM"] < 100_000
+
+
 def test_match_detections_pairs_events_with_words():
     words = [(1.0, 1.6), (5.0, 5.8), (9.0, 9.5)]
     events = [

@@ -74,3 +74,17 @@ def test_prototypical_loss_matches_hand_computation():
     weights = tf.constant([[2.0, 0.0], [0.0, 1.0]])  # normalised inside
     am = additive_margin_loss(tf.constant([[1.0, 0.0], [0.6, 0.8]]), tf.constant([0, -1]), weights, 4.0, 0.2)
     assert float(am) == pytest.approx(ce([4.0 * (1.0 - 0.2), 0.0], 0), rel=1e-5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="tensorflow not installed (trainer extra)")
+def test_learning_rate_anneals_by_steps_or_time_budget_whichever_ends_first():
+    from trainer.config import TrainConfig
+    from trainer.train import learning_rate_at
+
+    config = TrainConfig(steps=1000, warmup_steps=100, learning_rate=1.0)
+    assert learning_rate_at(0, 0.0, config, 0) == pytest.approx(0.01)
+    assert learning_rate_at(100, 0.0, config, 0) == pytest.approx(1.0)
+    assert learning_rate_at(550, 0.0, config, 0) == pytest.approx(0.02 + 0.98 * 0.5)
+    assert learning_rate_at(1000, 0.0, config, 0) == pytest.approx(0.02)
+    # half the steps but the whole time budget spent: fully annealed
+    assert learning_rate_at(550, 600.0, config, 600.0) == pytest.approx(0.02)

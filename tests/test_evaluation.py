@@ -24,7 +24,7 @@ from trainer.datasets import Clip
 from trainer.evaluation import guard
 from trainer.evaluation.data import NOISE_WORD
 from trainer.evaluation.dtw import DTWScorer, dtw_batch, dtw_pairs, dtw_reference, mfcc
-from trainer.evaluation.fewshot import EmbeddingScorer, FewShotConfig, evaluate, sample_episodes
+from trainer.evaluation.fewshot import EmbeddingScorer, FewShotConfig, evaluate, sample_episodes, support_mode
 from trainer.evaluation.metrics import fa_per_hour, frr, mean_ci, rate_at, threshold_at_frr
 from trainer.evaluation.streaming import (
     Event,
@@ -125,6 +125,20 @@ def test_cross_speaker_with_one_clip_per_speaker_keeps_support_speakers_out_of_q
             queries = e.query[e.query_labels == label]
             assert not set(speakers[row]) & set(speakers[queries])
             assert not set(row) & set(queries)
+
+
+def test_support_regime_is_fixed_per_dataset_not_per_shot_count():
+    words = np.repeat([f"w{i}" for i in range(12)], 6)
+    speakers = np.array([f"s{i}" for i in range(len(words))])
+    speakers[::6] = "p"  # one speaker says every word once: enough for 1-shot, not for 3-shot
+    assert support_mode(words, speakers, ways=10, shots=1) == "speaker"
+    assert support_mode(words, speakers, ways=10, shots=3) == "mixed"
+    auto = sample_episodes(words, speakers, FewShotConfig(ways=10, shots=1, episodes=5))
+    assert all(set(speakers[e.support.ravel()]) == {"p"} for e in auto)
+    mixed = sample_episodes(words, speakers, FewShotConfig(ways=10, shots=1, episodes=5, support="mixed"))
+    assert any(len(set(speakers[e.support.ravel()])) > 1 for e in mixed)
+    with pytest.raises(ValueError, match="no speaker"):
+        sample_episodes(words, speakers, FewShotConfig(ways=10, shots=3, support="speaker"))
 
 
 def test_open_set_unknowns_are_outside_the_episode_and_noise_is_noise():
@@ -380,6 +394,7 @@ def test_fewshot_protocol_on_generated_words_is_well_above_chance(espeak_dataset
             "fewshot", "--model", str(SHIPPED_MODEL), "--dataset", str(espeak_dataset), "--words", "all",
             "--ways", "5", "--shots", "1,3", "--episodes", "40", "--mode", "cross", "--workers", "1",
             "--results", str(tmp_path / "eval"), "--json", str(out),
+            "--write-benchmarks", "--benchmarks", str(tmp_path / "BENCHMARKS.md"),
         ]
     )  # fmt: skip
     assert code == 0
@@ -389,3 +404,14 @@ def test_fewshot_protocol_on_generated_words_is_well_above_chance(espeak_dataset
         assert 0.0 <= s["accuracy"] <= 1.0
         assert s["accuracy"] > 2.5 * s["chance"], s
     assert "5-way 3-shot cross" in (tmp_path / "eval" / "fewshot.md").read_text()
+    benchmarks = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## Evaluation" in benchmarks and "kws-eval fewshot" in benchmarks and "machine:" in benchmarks
+
+
+@pytest.mark.skipif(not SHIPPED_MODEL.is_file(), reason="firmware_models/encoder.tflite not exported yet")
+def test_cli_refuses_to_call_trained_words_unseen(espeak_dataset, tmp_path, capsys):
+    from trainer.evaluation.cli import main
+
+    args = ["fewshot", "--model", str(SHIPPED_MODEL), "--dataset", str(espeak_dataset), "--ways", "5"]
+    assert main([*args, "--words", "lang:en", "--results", str(tmp_path)]) == 3  # English is not held out
+    assert "not reserved" in capsys.readouterr().err

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = Path(os.environ.get("KWS_TEST_MODEL") or ROOT / "firmware_models" / "encoder.tflite")
 RATE = 16000
 ENROLL_VOICES = [("en-us", 40, 150), ("en-us", 50, 165), ("en-us", 60, 175), ("en-us", 45, 140), ("en-us", 55, 185)]
-OTHER_VOICE = ("en-gb+f3", 50, 160)
+OTHER_VOICE = ("en-us+f3", 50, 160)
 
 needs_model = pytest.mark.skipif(not MODEL.is_file(), reason=f"{MODEL} absent (export a model: `make export`)")
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not on PATH (apt install)")
@@ -376,3 +376,16 @@ def test_keywords_enrolled_meanwhile_are_picked_up_without_reopening_the_stream(
     assert opener.calls == 1 and listener.reconnects == 0  # the audio stream was never reopened
     assert "keyword store changed: keywords 'hey toaster'" in caplog.text
     assert "'open sesame' (threshold" in caplog.text
+
+
+def test_without_portaudio_devices_and_listen_say_so(monkeypatch, capsys, tmp_path):
+    from device import cli
+
+    monkeypatch.delenv("KWS_FAKE_INPUT", raising=False)
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # `import sounddevice` raises ImportError
+    assert cli.main(["devices"]) == 1
+    assert "kws: error: the sounddevice package is not installed" in capsys.readouterr().err
+    if MODEL.is_file():
+        assert cli.main(["--store", str(tmp_path), "--model", str(MODEL), "listen"]) == 1
+        err = capsys.readouterr().err
+        assert "kws: error:" in err and "sounddevice" in err and "Traceback" not in err

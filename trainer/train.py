@@ -62,6 +62,21 @@ class TrainingData:
     teacher_targets: np.ndarray | None  # [training clips, 96] centred unit vectors (zeros: no target), or None
 
 
+def learning_rate_at(step: int, elapsed_seconds: float, config: TrainConfig, budget_seconds: float) -> float:
+    """Linear warm-up, then cosine decay by whichever runs out first: the steps or the time budget.
+
+    A run stopped by its time budget therefore still ends annealed, instead of at a
+    high learning rate part-way down a schedule planned for more steps.
+    """
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if budget_seconds > 0:
+        progress = max(progress, elapsed_seconds / budget_seconds)
+    floor = 0.02 * config.learning_rate
+    return floor + (config.learning_rate - floor) * 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress)))
+
+
 def strategy_for_this_machine() -> tf.distribute.Strategy:
     gpus = tf.config.list_logical_devices("GPU")
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -167,10 +182,7 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
         model = build_encoder(config.encoder, data.feature_mean, data.feature_std)
         head = LossHead(len(data.train_maker.words), config.encoder.embedding_size)
         head.build()
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, config.steps, alpha=0.02, warmup_target=config.learning_rate, warmup_steps=config.warmup_steps
-        )
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+        optimizer = keras.optimizers.AdamW(0.0, weight_decay=config.weight_decay)
         trainable = model.trainable_variables + head.trainable_variables
         optimizer.build(trainable)
 
@@ -231,12 +243,15 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
     started = time.monotonic()
     progress = tqdm(total=config.steps, initial=step, desc="meta-training", unit="episode")
     running = []
+    budget_seconds = 60 * config.time_budget_minutes
     while step < config.steps:
+        elapsed = time.monotonic() - started
+        optimizer.learning_rate = learning_rate_at(step, elapsed, config, budget_seconds)
         losses = strategy.run(replica_step, args=next(episodes))
         running.append([float(strategy.reduce("MEAN", x, axis=None)) for x in losses])
         step += 1
         progress.update(1)
-        over_time = config.time_budget_minutes and (time.monotonic() - started) > 60 * config.time_budget_minutes
+        over_time = budget_seconds > 0 and (time.monotonic() - started) > budget_seconds
         if step % config.validate_every == 0 or step == config.steps or over_time:
             closed, opened = validation_accuracy(model, data.validation_features, config.validation_episodes)
             train_loss, train_acc, train_open, train_classification, train_distillation = np.mean(running, axis=0)
@@ -250,6 +265,7 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
                 "distillation_loss": round(float(train_distillation), 4),
                 "validation_accuracy": round(closed, 4),
                 "validation_open_accuracy": round(opened, 4),
+                "learning_rate": round(float(optimizer.learning_rate.numpy()), 6),
                 "scale": round(float(np.exp(head.log_scale.numpy())), 3),
                 "threshold": round(float(head.threshold.numpy()), 3),
                 "minutes": round((time.monotonic() - started) / 60, 2),

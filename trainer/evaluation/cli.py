@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -27,11 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from device.detector import DetectorSettings
-from device.manifest import load_manifest
+from device.manifest import ModelError, load_manifest
 from trainer.evaluation import report
 from trainer.evaluation.data import REPO_ROOT, default_model_path, load_noise, read_clips, shared_data, shared_root
 from trainer.evaluation.embedders import EmbedderSpec
-from trainer.evaluation.fewshot import FewShotConfig
+from trainer.evaluation.fewshot import FewShotConfig, support_mode
+from trainer.evaluation.guard import LeakageError
 from trainer.evaluation.streaming import StreamConfig
 from trainer.evaluation.suite import DTW_LABEL, AudioCache, Method, check_models, fewshot_tasks, make_bank, run_fewshot
 from trainer.evaluation.suite import run_stream as run_stream_suite
@@ -62,12 +64,20 @@ def _methods(args: argparse.Namespace, baselines: list[str]) -> list[Method]:
     return methods
 
 
+def _shown(path: Path) -> str:
+    """A path as a reader of the report can use it: relative to the repository when inside it."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _model_lines(model: Path) -> list[str]:
     m = load_manifest(model)
     figures = m.figures
     training = m.training
     return [
-        f"- model: `{model}` ({m.name}, sha256 `{m.sha256[:12]}`, created {m.created or '?'}): "
+        f"- model: `{_shown(model)}` ({m.name}, sha256 `{m.sha256[:12]}`, created {m.created or '?'}): "
         f"{figures.get('parameters', '?')} parameters, {figures.get('macs_per_window', '?')} MACs per window, "
         f"{figures.get('model_bytes', '?')} bytes; {m.embedding_size}-dim embedding of {m.window_seconds:.3f} s; "
         f"trained {training.get('steps', '?')} steps, held-out languages {training.get('held_out_languages', [])}",
@@ -83,6 +93,16 @@ def _guard_line(checks: dict) -> str:
     return "- leakage guard passed: " + "; ".join(parts)
 
 
+def _enrollment_line(enrollment: dict) -> str:
+    failed = {k: v["failed"].splitlines()[-1].strip() for k, v in enrollment.items() if "failed" in v}
+    retried = sum(v["retries"] for v in enrollment.values())
+    line = f"Enrollment: {len(enrollment) - len(failed)} of {len(enrollment)} keywords, {retried} takes re-drawn"
+    line += " after the device refused them" if retried else ""
+    if failed:
+        line += "; not enrolled: " + "; ".join(f"{k} ({v})" for k, v in failed.items())
+    return line + "."
+
+
 class Run:
     """Collects sections of one command's report and writes them at the end."""
 
@@ -96,38 +116,41 @@ class Run:
         self.checks: dict[str, dict] = {}
         self.images: list[tuple[str, Path]] = []
 
-    def markdown(self) -> str:
+    def markdown(self, relative_to: Path) -> str:
+        """The report section; image links relative to ``relative_to`` (the folder of the markdown file)."""
         a = self.args
         minutes = (time.perf_counter() - self.started) / 60
         lines = [
             f"## Evaluation {report.today()}: `{a.model.name}` (sha256 `{load_manifest(a.model).sha256[:12]}`)",
             "",
-            f"- command: `{report.command_line()}`",
+            f"- command: `{report.command_line(self.args.argv)}`",
             f"- machine: {report.machine()}; wall time {minutes:.1f} min",
             *_model_lines(a.model),
             _guard_line(self.checks),
         ]
         if self.fewshot:
             opened = [s for s in self.fewshot if s.get("open_set")]
+            closed = [s for s in self.fewshot if not s.get("open_set")]
             lines += [
                 "",
                 "### Few-shot classification",
                 "",
                 "Accuracy % ± 95% CI over seeded episodes (prototype = mean of support embeddings, cosine; "
                 "DTW: min distance to a class's takes); every method on the same episodes. "
-                "Same: support and queries by one speaker; cross: queries by other speakers.",
-                "",
-                report.markdown_table(*report.fewshot_rows(self.fewshot)),
+                "Same: support and queries by one speaker; cross: queries by other speakers than the support, "
+                "which is one speaker where the data has the takes (FSDD), else mixed (each word's takes from any "
+                "speakers: Speech Commands, zh).",
             ]
+            if closed:
+                lines += ["", report.markdown_table(*report.fewshot_rows(closed))]
             if opened:
                 lines += [
                     "",
-                    f"Open set ({OPEN_SET_UNKNOWN} unknown-word and {OPEN_SET_NOISE} noise queries per episode; "
+                    f"Open set ({opened[0]['unknown_queries']} unknown-word and {opened[0]['noise_queries']} "
+                    "noise queries per episode; "
                     "reject when the best score is below the threshold that rejects 5% of known queries):",
                     "",
                     report.markdown_table(*report.open_set_rows(opened)),
-                    "",
-                    "Closed-set accuracy of the open-set runs is in the table above.",
                 ]
             lines += ["", f"Reference: {TEACHER_README}."]
         if self.stream:
@@ -140,43 +163,53 @@ class Run:
                 "",
                 f"{len(s['keywords'])} keywords enrolled from {c['enroll_takes']} takes each with `Spotter.enroll`, "
                 f"{s['target_occurrences']} keyword occurrences and {s['negative_words']} non-keyword words "
-                f"({s['negative_sources']['same_source']} from the keyword set, {s['negative_sources']['other_words']} "
-                f"other words) in {s['stream_hours']:.2f} h of background noise ({c['noise_dbfs']:g} dBFS, "
+                f"({s['negative_sources']['same_source']} other takes from the keyword set, "
+                f"{s['negative_sources']['other_words']} words from {s.get('negative_pool', 'elsewhere')}, "
+                "which training may have seen as other classes) "
+                f"in {s['stream_hours']:.2f} h of background noise ({c['noise_dbfs']:g} dBFS, "
                 f"{c['gap_seconds'][0]:g}-{c['gap_seconds'][1]:g} s gaps); {s['negative_hours_per_keyword']:.2f} "
                 f"keyword-free hours per keyword. Hit: a detection within [start, end + {c['tolerance_seconds']:g} s]. "
                 f"Detector: `StreamingDetector.process` in {c['chunk_seconds']:g} s chunks, "
                 f"{s['encoder_runs']} encoder runs in {s['processing_seconds']:.0f} s "
                 f"(real-time factor {s['realtime_factor']:.3f}); replay self-check mismatches: "
-                f"{s['self_check']['mismatches']}.",
+                f"{s['self_check']['mismatches']}. {_enrollment_line(s['enrollment'])}",
                 "",
                 report.markdown_table(*report.stream_rows(s)),
                 "",
                 f"As enrolled (calibrated thresholds, offset 0): FRR {100 * point['frr']:.1f}%, "
-                f"{point['fa_per_hour']:.2f} false alarms per hour. MFCC+DTW is not run in streaming: a sliding DTW "
-                "against every take at 10 hops/s is a different detector from the few-shot one, and the teacher "
-                "costs ~550 M MACs per second of audio.",
+                f"{point['fa_per_hour']:.2f} false alarms per hour. Not run in streaming: MFCC+DTW (spotting needs "
+                "subsequence DTW with open begin and end and running normalisation, a different detector from the "
+                "few-shot baseline, whose recurrence is sequential along both axes and does not vectorise in numpy) "
+                "and the teacher (~550 M MACs per second of audio; not a device detector).",
             ]
         for title, path in self.images:
-            lines += ["", f"![{title}]({path})"]
+            lines += ["", f"![{title}]({Path(os.path.relpath(path.resolve(), relative_to.resolve())).as_posix()})"]
         return "\n".join(lines) + "\n"
 
     def finish(self, name: str) -> None:
-        text = self.markdown()
-        (self.results / f"{name}.md").write_text(text)
+        (self.results / f"{name}.md").write_text(self.markdown(self.results))
         report.write_json(
             self.results / f"{name}.json",
-            {"fewshot": self.fewshot, "stream": self.stream, "guard": self.checks, "command": report.command_line()},
+            {
+                "fewshot": self.fewshot,
+                "stream": self.stream,
+                "guard": self.checks,
+                "command": report.command_line(self.args.argv),
+            },
         )
         if self.args.json:
             report.write_json(Path(self.args.json), {"fewshot": self.fewshot, "stream": self.stream})
         if self.args.write_benchmarks:
-            report.append_benchmarks(Path(self.args.benchmarks), text)
+            benchmarks = Path(self.args.benchmarks)
+            report.append_benchmarks(benchmarks, self.markdown(benchmarks.parent))
         print(f"\nwrote {self.results / (name + '.md')} ({(time.perf_counter() - self.started) / 60:.1f} min)")
 
 
 def _print_tables(run: Run) -> None:
     if run.fewshot:
-        print("\n" + report.text_table(*report.fewshot_rows(run.fewshot)))
+        closed = [s for s in run.fewshot if not s.get("open_set")]
+        if closed:
+            print("\n" + report.text_table(*report.fewshot_rows(closed)))
         rows = report.open_set_rows([s for s in run.fewshot if s.get("open_set")])
         if rows[1]:
             print("\nopen set @ 5% FRR on known queries\n" + report.text_table(*rows))
@@ -188,9 +221,13 @@ def _fewshot_set(run: Run, cache: AudioCache, noise, name: str, dataset: Path, w
     """One dataset: guard, bank, then every (ways, shots, modes, config) of ``tasks_spec`` for every method."""
     clips = read_clips(dataset, words)
     run.checks[name] = check_models(methods, clips, claims_unseen_words=words != "all")
+    labels = np.array([c.word for c in clips]), np.array([c.speaker_key for c in clips])
+    # one support regime per dataset, fixed by the largest shot count, so 1-shot and 5-shot compare like with like
+    ways_max = max(w for w, *_ in tasks_spec)
+    support = support_mode(*labels, ways_max, max(max(shots) for _, shots, *_ in tasks_spec))
     tasks = []
     for ways, shots, modes, config in tasks_spec:
-        tasks += fewshot_tasks(name, ways, shots, modes, config)
+        tasks += fewshot_tasks(name, ways, shots, modes, config, support)
     wants_noise = any(c.noise_queries for _, c in tasks)
     bank = make_bank(name, clips, cache, noise, NOISE_WINDOWS if wants_noise else 0, run.args.seed)
     print(f"{name}: {bank.summary()}")
@@ -211,6 +248,7 @@ def _stream(run: Run, cache: AudioCache, noise, config: StreamConfig, dataset: P
         run.args.model, keyword_clips, negative_clips, noise, cache, config, refractory
     )
     run.checks["stream keywords"] = {"ours": summary["guard"]}
+    summary["negative_pool"] = f"`{negatives.name}` ({run.args.negative_words})" if negative_clips else "nowhere"
     run.stream = summary
     tag = f"stream_{dataset.name}_{config.mode}_{config.snr_db:g}dB"
     det, hist = run.results / f"{tag}_det.png", run.results / f"{tag}_scores.png"
@@ -363,13 +401,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not Path(args.model).is_file():
         print(f"kws-eval: model {args.model} not found (make export, or pass --model PATH)", file=sys.stderr)
         return 2
     commands = {"fewshot": cmd_fewshot, "stream": cmd_stream, "all": cmd_all}
-    run = commands[args.command](args)
+    try:
+        run = commands[args.command](args)
+    except LeakageError as error:
+        print(f"kws-eval: refused: {error}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError, ModelError) as error:
+        print(f"kws-eval: {error}", file=sys.stderr)
+        return 2
     _print_tables(run)
     run.finish(args.command)
     return 0

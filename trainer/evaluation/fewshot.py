@@ -6,10 +6,12 @@ best cosine. Two speaker regimes, because they answer different questions:
 
 - ``same``: support and queries from one speaker (a user enrolling their own voice; FSDD has
   50 takes of each digit per speaker);
-- ``cross``: queries from other speakers than the support. When one speaker has enough
-  takes of every episode word (FSDD) that speaker gives all supports; otherwise (Speech
-  Commands, nearly one clip per speaker) each word's support is drawn freely and its
-  queries come only from speakers absent from that support.
+- ``cross``: queries from other speakers than the support. With ``support="speaker"`` one
+  speaker gives all supports (FSDD: a user enrolling, others querying); with ``"mixed"``
+  (Speech Commands, nearly one clip per speaker) each word's support is drawn freely and its
+  queries come only from speakers absent from that support. ``"auto"`` picks ``speaker``
+  when the data allows it for the shot count; callers comparing shot counts on one dataset
+  should fix it (see :func:`support_mode`), or 1-shot and 5-shot would differ in kind.
 
 Open set adds the device's real problem: ``unknown_queries`` clips of words outside the
 episode and ``noise_queries`` background-noise windows, all of which should be rejected by
@@ -19,6 +21,7 @@ a threshold on the best score. Episodes are seeded index arithmetic over an
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,6 +44,9 @@ class FewShotConfig:
     episodes: int = 400
     mode: str = "cross"  # same | cross
     seed: int = 0
+    # cross mode: "speaker" (all supports by one speaker), "mixed" (each word's supports by any speakers,
+    # its queries by others) or "auto" ("speaker" when the data allows it for this shot count)
+    support: str = "auto"
     unknown_queries: int = 0  # open set: clips of words outside the episode
     noise_queries: int = 0  # open set: background-noise windows
 
@@ -106,7 +112,11 @@ class EpisodeSampler:
                 for s, ws in self.speaker_pool.items()
             }
             self.speaker_pool = {s: ws for s, ws in self.speaker_pool.items() if len(ws) >= c.ways}
-        self.one_speaker_support = bool(self.speaker_pool)
+        if c.support not in ("auto", "speaker", "mixed"):
+            raise ValueError(f"support must be auto, speaker or mixed, got {c.support!r}")
+        if c.mode == "cross" and c.support == "speaker" and not self.speaker_pool:
+            raise ValueError(f"no speaker has {c.shots} takes of {c.ways} words (with other speakers to query)")
+        self.one_speaker_support = bool(self.speaker_pool) and not (c.mode == "cross" and c.support == "mixed")
         if c.mode == "same" and not self.one_speaker_support:
             raise ValueError(
                 f"same-speaker {c.shots}-shot episodes need a speaker with >= {c.shots + 1} takes of "
@@ -172,6 +182,12 @@ class EpisodeSampler:
             unknown,
             np.asarray(noise, dtype=np.int64),
         )
+
+
+def support_mode(words: np.ndarray, speakers: np.ndarray, ways: int, shots: int) -> str:
+    """``speaker`` if one-speaker support is possible at ``shots`` (the largest a comparison uses), else ``mixed``."""
+    config = FewShotConfig(ways=ways, shots=shots, mode="cross", support="auto")
+    return "speaker" if EpisodeSampler(words, speakers, config).one_speaker_support else "mixed"
 
 
 def sample_episodes(words: np.ndarray, speakers: np.ndarray, config: FewShotConfig) -> list[Episode]:
@@ -264,8 +280,6 @@ def _per_episode(flags: np.ndarray, episode: np.ndarray, n: int) -> np.ndarray:
 
 def evaluate(scorer: Scorer, episodes: Sequence[Episode], config: FewShotConfig, task: str) -> FewShotResult:
     """Score every episode with ``scorer``: closed-set accuracy per episode, open-set best scores pooled."""
-    import time
-
     started = time.perf_counter()
     scorer.prepare(episodes)
     accuracy = np.empty(len(episodes))

@@ -37,8 +37,8 @@ def machine() -> str:
     )
 
 
-def command_line() -> str:
-    return "kws-eval " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def command_line(argv: Sequence[str] | None = None) -> str:
+    return "kws-eval " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
 
 def pct(x: float, ci: float | None = None) -> str:
@@ -81,13 +81,22 @@ def open_set_rows(summaries: Sequence[dict], target_frr: float = 0.05) -> tuple[
                     [
                         s["task"],
                         s["method"],
+                        pct(s["accuracy"], s["ci"]),
                         f"{point['threshold']:.3f}",
                         pct(point["known_accuracy"], point["known_accuracy_ci"]),
                         pct(point.get("far_unknown"), point.get("far_unknown_ci")),
                         pct(point.get("far_noise"), point.get("far_noise_ci")),
                     ]
                 )
-    header = ["task", "method", "threshold", "known acc. (accepted and right)", "FAR unknown words", "FAR noise"]
+    header = [
+        "task",
+        "method",
+        "closed-set acc.",
+        "threshold",
+        "known acc. (accepted, right)",
+        "FAR unknown",
+        "FAR noise",
+    ]
     return header, rows
 
 

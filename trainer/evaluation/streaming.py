@@ -273,23 +273,28 @@ class TracingDetector(StreamingDetector):
 
 
 def enroll_keywords(spotter, plans: Sequence[KeywordPlan]) -> dict[str, dict]:
-    """Enroll each keyword with ``Spotter.enroll``; a refused take is swapped for a spare, as a user would re-record."""
+    """Enroll each keyword with ``Spotter.enroll``; a refused take is swapped for a spare, as a user would re-record.
+
+    A keyword whose spares run out is left out (and the report says why): its occurrences
+    stay in the stream as non-keyword words for the others.
+    """
     report = {}
     for plan in plans:
         takes, spare, retries = list(plan.enroll), list(plan.spare), 0
         while True:
             try:
                 keyword = spotter.enroll(plan.name, takes, keep_takes=False)
+                report[plan.name] = {"threshold": keyword.threshold, "retries": retries}
                 break
             except EnrollmentError as error:
-                if not spare or retries >= 5:
-                    raise EnrollmentError(f"{plan.name}: {error}") from error
-                bad = [i for i in range(len(takes)) if f"take {i + 1}" in str(error)] or [0]
-                for i in bad:
+                if not spare:
+                    report[plan.name] = {"failed": str(error), "retries": retries}
+                    break
+                bad = [i for i in range(len(takes)) if f"take {i + 1}:" in str(error) or f"take {i + 1}," in str(error)]
+                for i in bad or [retries % len(takes)]:
                     if spare:
                         takes[i] = spare.pop()
                 retries += 1
-        report[plan.name] = {"threshold": keyword.threshold, "retries": retries, "prototypes": len(keyword.prototypes)}
     return report
 
 
@@ -467,6 +472,16 @@ def summarise(
     offset_sweep = sweep(trace, windows, offsets, refractory, per_keyword_base=True)
     at_zero = int(np.argmin(np.abs(offsets)))
     targets = sum(len(w.targets) for w in windows)
+    per_keyword = {}
+    for k, (name, w) in enumerate(zip(trace.names, windows, strict=True)):
+        hits, total, false = count(replay(trace.times, trace.scores[:, k], trace.thresholds[k], refractory), w)
+        per_keyword[name] = {
+            "threshold": round(float(trace.thresholds[k]), 4),
+            "hits": hits,
+            "occurrences": total,
+            "false_alarms": false,
+            "negative_hours": round(w.negative_seconds / 3600.0, 3),
+        }
     return {
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
         "stream_hours": stream.seconds / 3600.0,
@@ -484,5 +499,6 @@ def summarise(
             "frr": float(offset_sweep["frr"][at_zero]),
             "fa_per_hour": float(offset_sweep["fa_per_hour"][at_zero]),
         },
+        "per_keyword_at_offset_0": per_keyword,
         "self_check": self_check(trace, refractory),
     }

@@ -87,7 +87,11 @@ def run_fewshot(
     workers: int = 0,
     dtw_band: float | None = None,
 ) -> list[dict]:
-    """Every task x every method on identical episodes; returns one summary dict per (task, method)."""
+    """Every task x every method on identical episodes; returns one summary dict per (task, method).
+
+    Episodes are drawn first, so a task the data cannot hold fails before minutes of embedding.
+    """
+    episodes = {task: sample_episodes(bank.words, bank.speakers, config) for task, config in tasks}
     scorers, setup = [], {}
     for method in methods:
         started = time.perf_counter()
@@ -100,9 +104,8 @@ def run_fewshot(
         setup[method.label] = time.perf_counter() - started
     summaries = []
     for task, config in tasks:
-        episodes = sample_episodes(bank.words, bank.speakers, config)
         for scorer in scorers:
-            result = evaluate(scorer, episodes, config, task)
+            result = evaluate(scorer, episodes[task], config, task)
             summary = result.summary()
             summary["setup_seconds"] = round(setup[scorer.label], 1)
             summaries.append(summary)
@@ -119,12 +122,12 @@ def run_fewshot(
 
 
 def fewshot_tasks(
-    prefix: str, ways: int, shots: Sequence[int], modes: Sequence[str], base: FewShotConfig
+    prefix: str, ways: int, shots: Sequence[int], modes: Sequence[str], base: FewShotConfig, support: str = "auto"
 ) -> list[tuple[str, FewShotConfig]]:
     tasks = []
     for mode in modes:
         for k in shots:
-            config = replace(base, ways=ways, shots=k, mode=mode)
+            config = replace(base, ways=ways, shots=k, mode=mode, support=support)
             open_tag = ", open set" if config.open_set else ""
             tasks.append((f"{prefix} {ways}-way {k}-shot {mode}{open_tag}", config))
     return tasks
