@@ -100,18 +100,21 @@ class StreamingDetector:
         new = self._frontend.feed(samples)
         if len(new) == 0:
             return []
-        window = self.encoder.window_frames
+        window, hop = self.encoder.window_frames, self._hop_frames
         combined = np.concatenate([self._frames, new])
         start = len(self._frames)
         detections = []
-        for i in range(len(new)):  # one encoder run per completed hop, even inside a long chunk
-            self._since_eval += 1
-            if self._since_eval == self._hop_frames:
-                self._since_eval = 0
-                end = start + i + 1
-                if end >= window:
-                    now = (self._frames_seen + i + 1) * self._frame_seconds
-                    detections += self._evaluate(combined[end - window : end], now)
+        # About one encoder run per hop, each on a window ending at the newest frame received: a window
+        # ending mid-chunk would ignore up to a chunk of audio already here (85 ms with 0.1 s chunks).
+        # A chunk spanning several hops also gets runs a whole number of hops before its end.
+        due = self._since_eval + len(new)
+        runs = min(due // hop, (len(new) - 1) // hop + 1)
+        for k in reversed(range(runs)):
+            end = start + len(new) - k * hop
+            if end >= window:
+                now = (self._frames_seen + len(new) - k * hop) * self._frame_seconds
+                detections += self._evaluate(combined[end - window : end], now)
+        self._since_eval = min(due - runs * hop, hop - 1)  # keep the average rate at one run per hop
         self._frames_seen += len(new)
         self._frames = combined[-window:]
         return detections
@@ -136,7 +139,13 @@ class StreamingDetector:
         return detections
 
     def _word_end(self, energy: np.ndarray, now: float) -> float:
-        """Time of the last frame within 30 dB (in log-mel energy) of the window's loudest."""
-        active = np.nonzero(energy >= energy.max() - np.log(10**3))[0]
+        """Time of the last frame within 30 dB of the window's loudest and 10 dB above its quietest tenth.
+
+        The floor term matters in a noisy room: with less than 30 dB between voice and noise,
+        every noise frame is within 30 dB of the peak and the word would seem to end "now".
+        """
+        floor = float(np.percentile(energy, 10))
+        level = min(energy.max(), max(energy.max() - np.log(10**3), floor + np.log(10.0)))
+        active = np.nonzero(energy >= level)[0]
         frames_from_end = len(energy) - 1 - int(active[-1])
         return max(0.0, now - frames_from_end * self._frame_seconds)

@@ -12,8 +12,8 @@ The emulated Pi is built offline from the package registries only, and cached un
   Bookworm) and the C libraries it needs, fetched with a private apt configuration
   (no ``dpkg --add-architecture`` on the host) and unpacked with ``dpkg -x``;
 * ``site-packages/``: aarch64 wheels (``manylinux_2_17``..``_2_36``, cp311) of the
-  device extra -- numpy, ai-edge-litert, sounddevice, platformdirs -- at the versions
-  installed on the host, so any difference is the architecture's;
+  device extra in pyproject.toml (numpy, ai-edge-litert, sounddevice, ...) at the
+  versions installed on the host, so any difference is the architecture's;
 * ``root-<cpu>/``: the sysroot plus a ``/proc/cpuinfo`` and ``/sys/devices/system/cpu``
   of the Pi with that CPU. qemu-user shows guests the *host's* /proc/cpuinfo (x86),
   which crashes the ``cpuinfo`` library inside ai-edge-litert >= 2.2 on aarch64; with
@@ -35,6 +35,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -69,8 +70,6 @@ deb [arch=arm64] {mirror}/debian bookworm main
 deb [arch=arm64] {mirror}/debian bookworm-updates main
 deb [arch=arm64] {mirror}/debian-security bookworm-security main
 """
-# The device extra's dependencies (pyproject.toml, `[device]`, Python 3.11).
-DEVICE_DISTRIBUTIONS = ["numpy", "ai-edge-litert", "sounddevice", "platformdirs"]
 GLIBC_MINORS = range(17, 37)  # manylinux_2_17 .. manylinux_2_36 (bookworm's glibc is 2.36)
 
 # The emulated CPUs: qemu's model, and what /proc/cpuinfo says on that Pi.
@@ -178,15 +177,33 @@ def distribution_version(name: str) -> str | None:
         return None
 
 
-def host_versions() -> dict[str, str | None]:
-    """Versions of the device extra installed on the host (None where absent)."""
-    return {name: distribution_version(name) for name in DEVICE_DISTRIBUTIONS}
+def device_requirements() -> list[str]:
+    """The device extra of pyproject.toml, each pinned to the version installed on the host where it is."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["device"]
+    pinned = []
+    for requirement in extra:
+        spec, _, marker = requirement.partition(";")
+        name = re.match(r"[A-Za-z0-9._-]+", spec.strip()).group(0)
+        installed = distribution_version(name)
+        pinned.append(
+            (f"{name}=={installed}" if installed else spec.strip()) + (f"; {marker.strip()}" if marker else "")
+        )
+    return pinned
 
 
 def prepare_wheels(cache: Path) -> Path:
-    """aarch64 cp311 wheels of the device extra, pinned to the host's versions, in ``cache/site-packages``."""
+    """aarch64 cp311 wheels of the device extra, pinned to the host's versions, in ``cache/site-packages``.
+
+    pip evaluates the extra's environment markers on the host (x86_64, Python 3.11), which
+    agrees with a 64-bit Pi on Python 3.11 for every marker the extra has.
+    """
     site = cache / "site-packages"
-    requirements = [f"{name}=={ver}" if ver else name for name, ver in host_versions().items()]
+    requirements = device_requirements()
     key = json.dumps(requirements)
     if stamped(site, key):
         return site

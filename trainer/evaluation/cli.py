@@ -318,8 +318,7 @@ def cmd_all(args: argparse.Namespace) -> Run:
         [(10, [1, 3, 5], ["cross"], base)], methods,
     )  # fmt: skip
     if args.negative_minutes > 0:
-        config = replace(_stream_config(args), mode="personal")
-        _stream(run, cache, noise, config, shared_data("fsdd"), shared_data("multilingual_words"))
+        _stream(run, cache, noise, _stream_config(args), shared_data("fsdd"), shared_data("multilingual_words"))
     return run
 
 

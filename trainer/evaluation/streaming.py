@@ -21,6 +21,7 @@ pooled over keywords (so it is per keyword).
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from collections import defaultdict
@@ -154,7 +155,7 @@ def plan_keywords(
             target_ix, spare = list(rng.choice(others, config.occurrences, replace=False)), rest
         else:
             raise ValueError(f"mode must be personal or cross, got {config.mode!r}")
-        name = f"{word}@{speaker.split(':')[-1]}"
+        name = re.sub(r"[^A-Za-z0-9 ._'-]", "_", f"{word} by {speaker.split(':')[-1]}")[:64]  # a valid keyword name
         targets = [StreamItem(audio[i], word, speakers[i], "target", name) for i in target_ix]
         plans.append(KeywordPlan(name, word, speaker, [audio[i] for i in enroll], [audio[i] for i in spare], targets))
         used += list(enroll) + list(target_ix)
@@ -291,10 +292,16 @@ def enroll_keywords(spotter, plans: Sequence[KeywordPlan]) -> dict[str, dict]:
                     report[plan.name] = {"failed": str(error), "retries": retries}
                     break
                 bad = [i for i in range(len(takes)) if f"take {i + 1}:" in str(error) or f"take {i + 1}," in str(error)]
-                for i in bad or [retries % len(takes)]:
+                if not bad:  # not a take the device refused (a name, a store): re-drawing takes cannot help
+                    report[plan.name] = {"failed": str(error), "retries": retries}
+                    break
+                for i in bad:
                     if spare:
                         takes[i] = spare.pop()
                 retries += 1
+    if not any("threshold" in r for r in report.values()):
+        reasons = "; ".join(f"{name}: {r['failed']}" for name, r in report.items())
+        raise EnrollmentError(f"no keyword could be enrolled: {reasons}")
     return report
 
 

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# `make install-device`: the device runtime alone, as on a Raspberry Pi -- no TensorFlow, ever.
+#
+#   bash scripts/install_device.sh [--venv DIR] [--python PY] [--no-apt] [--no-systemd]
+#
+# 1. PortAudio (libportaudio2) for the microphone, via apt when it is missing (sudo if not root);
+# 2. a virtual environment (default: .venv in the repo) with `pip install -e '.[device]'`:
+#    numpy + ai-edge-litert + sounddevice + platformdirs;
+# 3. checks which TFLite interpreter imports with the installed numpy: ai-edge-litert (numpy 2,
+#    64-bit ARM/x86), else tflite-runtime (needs numpy<2 and Python <= 3.11), and that TensorFlow
+#    is absent;
+# 4. installs the systemd user unit deploy/kws-listen.service into ~/.config/systemd/user/,
+#    pointing at this venv, and says how to start it.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${KWS_VENV:-$REPO/.venv}"
+PYTHON="${PYTHON:-python3}"
+APT=1
+SYSTEMD=1
+
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --venv) VENV="$2"; shift 2 ;;
+        --python) PYTHON="$2"; shift 2 ;;
+        --no-apt) APT=0; shift ;;
+        --no-systemd) SYSTEMD=0; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "install_device: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+VENV="$(mkdir -p "$(dirname "$VENV")" && cd "$(dirname "$VENV")" && pwd)/$(basename "$VENV")"
+say() { echo "install_device: $*"; }
+
+# -- 1. PortAudio ---------------------------------------------------------------------------------------
+if [ "$APT" = 1 ] && command -v apt-get > /dev/null; then
+    if ! dpkg-query -W -f='${Status}' libportaudio2 2> /dev/null | grep -q "install ok installed"; then
+        SUDO=()
+        [ "$(id -u)" -ne 0 ] && SUDO=(sudo)
+        say "installing libportaudio2 (PortAudio, for the microphone)"
+        "${SUDO[@]}" apt-get update -qq
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libportaudio2
+    fi
+fi
+
+# -- 2. the venv ----------------------------------------------------------------------------------------
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("tensorflow") is None)'; then
+    say "$VENV already has TensorFlow (a trainer venv); choose another one with --venv DIR" >&2
+    exit 1
+fi
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PY="$VENV/bin/python"
+say "installing the device extra into $VENV ($("$PY" --version), $(uname -m))"
+"$PY" -m pip install --quiet --upgrade pip
+if ! "$PY" -m pip install --quiet -e "${REPO}[device]"; then
+    # 32-bit userland (armv7l, also under a 64-bit kernel): ai-edge-litert has no wheel; step 3 adds tflite-runtime.
+    say "the device extra did not install as a whole (no ai-edge-litert wheel here?); installing it without LiteRT"
+    "$PY" -m pip install --quiet -e "$REPO" 'sounddevice>=0.4.6' 'platformdirs>=3'
+fi
+
+# -- 3. the TFLite interpreter, and no TensorFlow --------------------------------------------------------
+runtime() { (cd / && "$PY" -c 'from device.interpreter import interpreter_class; print(interpreter_class()[1])') 2> /dev/null; }
+RUNTIME="$(runtime || true)"
+if [ -z "$RUNTIME" ]; then
+    # No ai-edge-litert wheel here (32-bit ARM, or it failed to import): the classic runtime needs numpy<2.
+    if "$PY" -c 'import sys; sys.exit(sys.version_info[:2] > (3, 11))'; then
+        say "ai-edge-litert is not usable here; trying tflite-runtime with numpy<2"
+        "$PY" -m pip install --quiet 'numpy<2' tflite-runtime || true
+        RUNTIME="$(runtime || true)"
+    fi
+fi
+if [ -z "$RUNTIME" ]; then
+    say "no TFLite interpreter imports in $VENV: ai-edge-litert needs 64-bit Linux (aarch64/x86_64);" >&2
+    say "tflite-runtime needs Python <= 3.11 and numpy<2. See docs/raspberry-pi.md." >&2
+    exit 1
+fi
+if "$PY" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("tensorflow") is None)'; then
+    say "TensorFlow is installed in $VENV: a device install must not have it" >&2
+    exit 1
+fi
+say "TFLite interpreter: $RUNTIME (numpy $("$PY" -c 'import numpy; print(numpy.__version__)')); TensorFlow: absent"
+(cd / && "$PY" -m device.cli list > /dev/null) || { say "\`kws list\` failed in the new venv" >&2; exit 1; }
+
+# -- 4. the systemd user unit ---------------------------------------------------------------------------
+if [ "$SYSTEMD" = 0 ]; then
+    say "done (systemd unit not installed: --no-systemd). Try: $VENV/bin/kws --help"
+    exit 0
+fi
+UNITS="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
+mkdir -p "$UNITS"
+sed "s|^ExecStart=%h/kws/.venv/bin/kws |ExecStart=$VENV/bin/kws |" "$REPO/deploy/kws-listen.service" > "$UNITS/kws-listen.service"
+say "installed $UNITS/kws-listen.service (ExecStart=$VENV/bin/kws listen --json)"
+if systemctl --user daemon-reload 2> /dev/null; then
+    say "systemd --user reloaded"
+fi
+cat << EOF
+
+Next steps:
+  $VENV/bin/kws enroll "hey toaster"                 # 5 takes from the microphone (or give wav files)
+  systemctl --user enable --now kws-listen            # start now and at every login
+  sudo loginctl enable-linger "\$USER"                 # ...and at boot, without a login
+  journalctl --user -u kws-listen -f                  # the events, one JSON line each
+EOF
