@@ -25,8 +25,8 @@ install: $(PY) ## create .venv with everything (device runtime, trainer, dev too
 install-system: ## apt packages: PortAudio, offline TTS voices (needs root or sudo)
 	bash scripts/install_system.sh
 
-install-device: ## a device-only venv (no TensorFlow), as on a Raspberry Pi
-	bash scripts/install_device.sh
+install-device: ## a device-only venv (no TensorFlow), as on a Raspberry Pi (DEVICE_ARGS='--venv DIR ...')
+	bash scripts/install_device.sh $(DEVICE_ARGS)
 
 lint: $(PY) ## ruff lint + format check
 	$(PY) -m ruff check .
@@ -51,10 +51,13 @@ export: ## train (resuming) and export the int8 encoder + manifest (QUICK=1: smo
 	$(PY) -m trainer.cli all --config $(CONFIG) --run $(RUN) --out $(MODEL_OUT)
 
 eval: ## few-shot and streaming evaluation vs baselines; updates BENCHMARKS.md
-	$(PY) -m trainer.evaluation all --model firmware_models/encoder.tflite --write-benchmarks
+	$(PY) -m trainer.evaluation all --model firmware_models/encoder.tflite --results docs/eval --write-benchmarks
 
 bench: ## speed, memory, size and latency benchmarks; updates BENCHMARKS.md
 	$(PY) -m trainer.bench --model firmware_models/encoder.tflite --write-benchmarks
+
+pi-check: ## prove the device runtime on emulated Pi CPUs (qemu, aarch64) gives x86's answers
+	$(PY) scripts/pi_check.py
 
 demo: ## enroll a wake word from a few takes and detect it in a noisy stream
 	$(PY) scripts/demo.py

@@ -5,12 +5,13 @@
 #
 # 1. PortAudio (libportaudio2) for the microphone, via apt when it is missing (sudo if not root);
 # 2. a virtual environment (default: .venv in the repo) with `pip install -e '.[device]'`:
-#    numpy + ai-edge-litert + sounddevice + platformdirs;
+#    numpy + ai-edge-litert + sounddevice + the rest of pyproject.toml's device extra;
 # 3. checks which TFLite interpreter imports with the installed numpy: ai-edge-litert (numpy 2,
 #    64-bit ARM/x86), else tflite-runtime (needs numpy<2 and Python <= 3.11), and that TensorFlow
 #    is absent;
 # 4. installs the systemd user unit deploy/kws-listen.service into ~/.config/systemd/user/,
 #    pointing at this venv, and says how to start it.
+
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"

@@ -154,7 +154,10 @@ def prepare_sysroot(cache: Path) -> Path:
     }
     options = [f"-o{name}={value}" for name, value in settings.items() if value != ""]
     log("fetching Debian bookworm arm64 python3.11 (private apt lists, host untouched)")
-    run(["apt-get", "-q", *options, "update"], "apt-get update (arm64 lists)")
+    update = run(["apt-get", "-q", *options, "update"], "apt-get update (arm64 lists)")
+    if not any((apt / "lists").glob("*_Packages*")):  # apt-get update exits 0 when every fetch failed
+        last = (update.stderr.strip().splitlines() or ["no output"])[-1]
+        raise Unavailable(f"could not fetch Debian's arm64 package lists from {mirror} (offline?): {last}")
     run(["apt-get", "-q", *options, "download", *DEBIAN_PACKAGES], "apt-get download", cwd=apt / "debs")
     shutil.rmtree(sysroot, ignore_errors=True)
     sysroot.mkdir()
@@ -209,17 +212,19 @@ def prepare_wheels(cache: Path) -> Path:
         return site
     shutil.rmtree(site, ignore_errors=True)
     platforms = [f"--platform=manylinux_2_{minor}_aarch64" for minor in GLIBC_MINORS]
-    log(f"fetching aarch64 wheels: {' '.join(requirements)}")
+    log(f"fetching aarch64 wheels: {', '.join(r.split(';')[0] for r in requirements)}")
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile"]
     command += ["--target", str(site), "--only-binary=:all:", *platforms, "--platform=manylinux2014_aarch64"]
     command += ["--python-version=3.11", "--implementation=cp", "--abi=cp311", *requirements]
     try:
         run(command, "pip install (aarch64 wheels)")
     except Unavailable as error:
-        offline = any(word in str(error) for word in ("NewConnectionError", "name resolution", "timed out", "Proxy"))
-        if offline:
+        # Offline, or the registry has no aarch64 wheel (then a Pi could not install the extra either)?
+        # pip says "from versions: none" for both; ask it for the first requirement on this host.
+        probe = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--no-deps"]
+        reachable = subprocess.run([*probe, requirements[0].split(";")[0]], capture_output=True).returncode == 0
+        if not reachable:
             raise
-        # The registry answered, but has no aarch64 wheel: a Pi could not install the device extra either.
         raise RuntimeError(f"no aarch64 wheels for the device extra: {error}") from error
     stamp(site, key)
     return site

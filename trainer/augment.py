@@ -99,7 +99,7 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     """Add ``noise`` (same length as ``speech``) scaled to exactly ``snr_db``.
 
     Speech power is measured over its *active* part only (20 ms frames within 40 dB of
-    the loudest frame; see :func:`_active_power`): a keyword placed in a training window
+    the loudest frame; see :func:`active_power`): a keyword placed in a training window
     is mostly silence, and averaging over that silence would make every mixture noisier
     than requested by the silence ratio. Noise power is the mean over the whole segment,
     because all of it is heard. If the mixture would clip, speech and noise are scaled
@@ -110,7 +110,7 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     noise = np.asarray(noise, dtype=np.float64)
     if speech.shape != noise.shape:
         raise ValueError(f"speech and noise must have the same shape, got {speech.shape} and {noise.shape}")
-    speech_power = _active_power(speech)
+    speech_power = active_power(speech)
     noise_power = float(np.mean(noise**2)) if noise.size else 0.0
     if speech_power == 0.0 or noise_power == 0.0:
         return speech.astype(np.float32)
@@ -413,7 +413,7 @@ def _unit_rms(x: np.ndarray) -> np.ndarray:
     return x / rms if rms > 0.0 else x
 
 
-def _active_power(speech: np.ndarray) -> float:
+def active_power(speech: np.ndarray) -> float:
     """Mean power over the frames within 40 dB of the loudest 20 ms frame (0 if silent).
 
     A fixed relative threshold, not a VAD: it needs no tuning per corpus, ignores the

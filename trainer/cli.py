@@ -21,6 +21,15 @@ import time
 from pathlib import Path
 
 from trainer.config import TrainConfig, load_config
+from trainer.datasets import Clip
+
+SYNTHETIC_SOURCES = ("synth", "synth_quick")
+
+
+def training_clip_id(clip: Clip) -> str:
+    """A clip's id for the disjointness check: its path from its dataset folder's parent."""
+    parts = clip.path.parts
+    return "/".join(parts[-4:]) if clip.source not in SYNTHETIC_SOURCES else "/".join(parts[-3:])
 
 
 def _train(config: TrainConfig, run_dir: Path) -> None:
@@ -62,7 +71,10 @@ def _export(config: TrainConfig, run_dir: Path, out: Path) -> None:
         [resolve_path(p) for p in config.data.negatives], [c.path for c in data.corpus.train], config.seed
     )
     noise = load_noise_bank([resolve_path(p) for p in config.data.noise])
-    manifest = export(model, config, representative, data.validation_features, out, summary, speech, noise)
+    # Real recordings that trained the model, for the evaluation's disjointness check (synthetic voices
+    # are identified by the generator's seed and speaker ids in the corpus summary instead).
+    clip_ids = [training_clip_id(c) for c in data.corpus.train if c.source not in SYNTHETIC_SOURCES]
+    manifest = export(model, config, representative, data.validation_features, out, summary, speech, noise, clip_ids)
     write_model_card(out, manifest)
     logging.info("exported %s (%d bytes): %s", out, manifest.figures["model_bytes"], manifest.figures)
 

@@ -25,6 +25,7 @@ from device.manifest import ModelManifest, TensorSpec, manifest_path_for, sha256
 from trainer.config import TrainConfig
 from trainer.model import count_macs
 from trainer.negatives import build_negative_bank
+from trainer.tflm_ops import check_micro_ops
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ def export(
     training_summary: dict,
     negative_speech: Iterable[np.ndarray],
     noise: Sequence[np.ndarray],
+    training_clip_ids: Sequence[str] = (),
     name: str = "encoder",
 ) -> ModelManifest:
     """Quantise, verify parity with the device loader, and write the model, manifest and negative bank.
@@ -91,6 +93,10 @@ def export(
     with tempfile.TemporaryDirectory() as scratch:
         staged = Path(scratch) / out_path.name
         staged.write_bytes(flatbuffer)
+        try:
+            ops = check_micro_ops(staged)  # a microcontroller port must stay one step away
+        except ValueError as error:
+            raise ExportError(f"the encoder uses ops TFLite Micro cannot run: {error}") from error
         interpreter = tf.lite.Interpreter(model_content=flatbuffer)
         (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
         manifest = ModelManifest(
@@ -121,6 +127,7 @@ def export(
             "model_bytes": len(flatbuffer),
             "macs_per_window": count_macs(model),
             "parameters": int(model.count_params()),
+            "ops": ops,
         }
         log.info("export parity: %s", figures)
         if figures["int8_mean_cosine"] < MIN_MEAN_COSINE:
@@ -130,6 +137,9 @@ def export(
         drop = figures["float_validation_accuracy"] - figures["int8_validation_accuracy"]
         if drop > MAX_ACCURACY_DROP:
             raise ExportError(f"int8 few-shot accuracy is {100 * drop:.1f} points below float (max 2)")
+        clip_ids = staged.with_suffix(".training_clips.txt")
+        clip_ids.write_text("".join(f"{clip_id}\n" for clip_id in training_clip_ids))
+        manifest.training |= {"clip_ids_file": clip_ids.name, "clip_ids_sha256": sha256_of(clip_ids)}
         negatives = staged.with_suffix(".negatives.npy")
         np.save(negatives, build_negative_bank(encoder, negative_speech, noise, config.negative_bank_size, config.seed))
         manifest.negatives_file = out_path.with_suffix(".negatives.npy").name
@@ -138,6 +148,7 @@ def export(
         manifest_path_for(staged).write_text(manifest.to_json())
         out_path.parent.mkdir(parents=True, exist_ok=True)
         outputs = ((staged, out_path), (negatives, out_path.with_suffix(".negatives.npy")))
+        outputs += ((clip_ids, out_path.with_suffix(".training_clips.txt")),)
         # the manifest goes last: a model is only usable once its manifest matches it
         outputs += ((manifest_path_for(staged), manifest_path_for(out_path)),)
         for source, target in outputs:

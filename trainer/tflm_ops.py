@@ -95,12 +95,22 @@ MICRO_FLOAT32_OPS: frozenset[str] = frozenset({"COS", "LOG", "SIN", "SQRT", "SQU
 
 def model_ops(tflite_path: str | Path) -> list[tuple[str, tuple[str, ...]]]:
     """Every operator of the model, in order, as ``(op name, operand dtype names)``."""
+    import importlib
+
     from device.interpreter import interpreter_class
 
     interpreter_cls, _ = interpreter_class()
-    interpreter = interpreter_cls(model_path=str(tflite_path))
+    resolver = getattr(importlib.import_module(interpreter_cls.__module__), "OpResolverType", None)
+    try:  # the model's own ops, without the XNNPACK delegate's DELEGATE nodes
+        interpreter = interpreter_cls(
+            model_path=str(tflite_path), experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+    except (AttributeError, TypeError):  # an older runtime without that option
+        interpreter = interpreter_cls(model_path=str(tflite_path))
     return [
-        (op["op_name"], tuple(np.dtype(t).name for t in op["operand_types"])) for op in interpreter._get_ops_details()
+        (op["op_name"], tuple(np.dtype(t).name for t in op["operand_types"]))
+        for op in interpreter._get_ops_details()
+        if op["op_name"] != "DELEGATE"
     ]
 
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from device.detector import DetectorSettings, StreamingDetector
 from device.enroll import EnrollmentError
 from device.vad import speech_bounds
-from trainer.augment import _active_power
+from trainer.augment import active_power
 from trainer.evaluation.metrics import fa_per_hour, frr, rate_at
 
 RATE = 16000
@@ -202,7 +202,7 @@ def build_stream(
     noise_power = 10.0 ** (config.noise_dbfs / 10.0)
     for item in items:
         segment, speech_start, speech_end = _speech_segment(np.asarray(item.audio, np.float32))
-        power = _active_power(segment)
+        power = active_power(segment)
         gain = np.sqrt(noise_power * 10.0 ** (config.snr_db / 10.0) / power) if power > 0 else 0.0
         start = int(position * RATE)
         segments.append(segment * np.float32(gain))
