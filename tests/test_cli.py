@@ -15,11 +15,11 @@ import os
 import shutil
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
+from spoken import say
 
 from device.audio import read_wav, write_wav
 from device.store import BACKUP_FILE, STORE_FILE, KeywordStore
@@ -39,28 +39,6 @@ OTHER_VOICE = ("en-us+f3", 50, 160)
 
 
 # -- audio helpers ---------------------------------------------------------------------------------------
-
-
-@cache
-def _say(text: str, voice: str, pitch: int, speed: int) -> np.ndarray:
-    """espeak-ng speech at 16 kHz, peak-normalised to 0.5 (cached: every test reuses the same takes)."""
-    out = (
-        Path(os.environ.get("TMPDIR", "/tmp")) / f"kws-test-{os.getpid()}-{abs(hash((text, voice, pitch, speed)))}.wav"
-    )
-    try:
-        subprocess.run(
-            ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(out), text],
-            check=True,
-            capture_output=True,
-        )
-        audio = read_wav(out, RATE)
-    finally:
-        out.unlink(missing_ok=True)
-    return (audio * (0.5 / max(1e-6, float(np.abs(audio).max())))).astype(np.float32)
-
-
-def say(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160) -> np.ndarray:
-    return _say(text, voice, pitch, speed).copy()
 
 
 def noise(seconds: float, rms: float = 0.003, seed: int = 0, colour: str = "pink") -> np.ndarray:

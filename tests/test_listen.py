@@ -16,11 +16,11 @@ import subprocess
 import sys
 import threading
 import time
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
+from spoken import say
 
 from device.audio import read_wav, write_wav
 from device.fake_input import WavInputStream
@@ -34,24 +34,6 @@ OTHER_VOICE = ("en-us+f3", 50, 160)
 
 needs_model = pytest.mark.skipif(not MODEL.is_file(), reason=f"{MODEL} absent (export a model: `make export`)")
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not on PATH (apt install)")
-
-
-@cache
-def _say(text: str, voice: str, pitch: int, speed: int) -> np.ndarray:
-    out = (
-        Path(os.environ.get("TMPDIR", "/tmp"))
-        / f"kws-listen-{os.getpid()}-{abs(hash((text, voice, pitch, speed)))}.wav"
-    )
-    try:
-        subprocess.run(
-            ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(out), text],
-            check=True,
-            capture_output=True,
-        )
-        audio = read_wav(out, RATE)
-    finally:
-        out.unlink(missing_ok=True)
-    return (audio * (0.5 / max(1e-6, float(np.abs(audio).max())))).astype(np.float32)
 
 
 def floor(seconds: float, rms: float = 0.002, seed: int = 0, samples: int | None = None) -> np.ndarray:
@@ -74,14 +56,14 @@ def store(tmp_path_factory) -> Path:
     from device.spotter import Spotter
 
     folder = tmp_path_factory.mktemp("listen") / "store"
-    Spotter(folder, MODEL).enroll("hey toaster", [_say("hey toaster", *v) for v in ENROLL_VOICES])
+    Spotter(folder, MODEL).enroll("hey toaster", [say("hey toaster", *v) for v in ENROLL_VOICES])
     return folder
 
 
 @pytest.fixture(scope="module")
 def keyword_wav(tmp_path_factory) -> Path:
     """~4 s: quiet, another voice saying the keyword, quiet."""
-    audio = np.concatenate([floor(1.0, seed=2), with_floor(_say("hey toaster", *OTHER_VOICE)), floor(2.0, seed=3)])
+    audio = np.concatenate([floor(1.0, seed=2), with_floor(say("hey toaster", *OTHER_VOICE)), floor(2.0, seed=3)])
     path = tmp_path_factory.mktemp("listen-audio") / "keyword.wav"
     write_wav(path, audio, RATE)
     return path
@@ -213,7 +195,7 @@ def test_listen_prints_a_json_detection_runs_the_hook_and_stops_on_sigterm(store
 def test_enroll_records_takes_from_the_microphone(tmp_path):
     parts = [floor(0.8, seed=30)]
     for i, voice in enumerate(ENROLL_VOICES):
-        parts += [with_floor(_say("hey toaster", *voice), seed=31 + i), floor(1.2, seed=40 + i)]
+        parts += [with_floor(say("hey toaster", *voice), seed=31 + i), floor(1.2, seed=40 + i)]
     mic = tmp_path / "mic.wav"
     write_wav(mic, np.concatenate(parts), RATE)
     env = dict(
@@ -355,7 +337,7 @@ def test_keywords_enrolled_meanwhile_are_picked_up_without_reopening_the_stream(
     live = tmp_path / "store"
     shutil.copytree(store, live)
     loop = tmp_path / "loop.wav"
-    audio = np.concatenate([floor(1.0, seed=50), with_floor(_say("open sesame", *OTHER_VOICE)), floor(1.5, seed=51)])
+    audio = np.concatenate([floor(1.0, seed=50), with_floor(say("open sesame", *OTHER_VOICE)), floor(1.5, seed=51)])
     write_wav(loop, audio, RATE)
     opener = Opener(loop, speed=8, loop=True)
     listener = Listener(
@@ -365,7 +347,7 @@ def test_keywords_enrolled_meanwhile_are_picked_up_without_reopening_the_stream(
     try:
         time.sleep(0.5)
         assert [k.name for k in listener.detector.keywords] == ["hey toaster"]
-        Spotter(live, MODEL).enroll("open sesame", [_say("open sesame", *v) for v in ENROLL_VOICES])
+        Spotter(live, MODEL).enroll("open sesame", [say("open sesame", *v) for v in ENROLL_VOICES])
         assert _wait_for(lambda: len(listener.detector.keywords) == 2, timeout=5), caplog.text
         assert _wait_for(lambda: any(e["keyword"] == "open sesame" for e in listener.events), timeout=15)
         Spotter(live, MODEL).remove("open sesame")
