@@ -9,7 +9,7 @@ MODEL_OUT := $(if $(QUICK),build/quick/encoder.tflite,firmware_models/encoder.tf
 SYNTH_OUT := $(if $(QUICK),data_cache/synth_quick,data_cache/synth)
 SYNTH_ARGS := $(if $(QUICK),--quick,)
 
-.PHONY: help install install-system install-device test lint format data train export eval bench demo pi-check
+.PHONY: help install install-system install-device test lint format data train export baselines baseline-classification eval bench demo pi-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -50,8 +50,17 @@ export: ## train (resuming) and export the int8 encoder + manifest (QUICK=1: smo
 	$(if $(QUICK),$(MAKE) data QUICK=1,)
 	$(PY) -m trainer.cli all --config $(CONFIG) --run $(RUN) --out $(MODEL_OUT)
 
+baselines: ## export the random-weights baseline encoder (same architecture, untrained) for `make eval`
+	$(PY) -m trainer.cli export --random-weights --config $(CONFIG) --run $(RUN) --out build/baselines/random/encoder.tflite
+
+baseline-classification: ## train + export the plain-classification baseline (same data and time as the default)
+	$(PY) -m trainer.cli all --config configs/classification.toml --run runs/classification \
+		--out build/baselines/classification/encoder.tflite
+
 eval: ## few-shot and streaming evaluation vs baselines; updates BENCHMARKS.md
-	$(PY) -m trainer.evaluation all --model firmware_models/encoder.tflite --results docs/eval --write-benchmarks
+	$(PY) -m trainer.evaluation all --model firmware_models/encoder.tflite --results docs/eval --write-benchmarks \
+		$(if $(wildcard build/baselines/random/encoder.tflite),--also random-weights=build/baselines/random/encoder.tflite,) \
+		$(if $(wildcard build/baselines/classification/encoder.tflite),--also classification=build/baselines/classification/encoder.tflite,)
 
 bench: ## speed, memory, size and latency benchmarks; updates BENCHMARKS.md
 	$(PY) -m trainer.bench --model firmware_models/encoder.tflite --write-benchmarks

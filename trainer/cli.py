@@ -5,6 +5,7 @@ Examples::
     kws-train train  --config configs/default.toml --run runs/default
     kws-train export --config configs/default.toml --run runs/default --out firmware_models/encoder.tflite
     kws-train all    --config configs/quick.toml   --run runs/quick   --out build/quick/encoder.tflite
+    kws-train export --random-weights --run runs/default --out build/baselines/random/encoder.tflite
 
 ``train`` resumes automatically from the run folder's checkpoint. ``export``
 quantises the best validation weights to int8, checks them against the float
@@ -41,7 +42,7 @@ def _train(config: TrainConfig, run_dir: Path) -> None:
     (run_dir / "timing.json").write_text(json.dumps(timing))
 
 
-def _export(config: TrainConfig, run_dir: Path, out: Path) -> None:
+def _export(config: TrainConfig, run_dir: Path, out: Path, random_weights: bool = False) -> None:
     import numpy as np
 
     from device.frontend import FrontendConfig
@@ -56,8 +57,10 @@ def _export(config: TrainConfig, run_dir: Path, out: Path) -> None:
     data = prepare_data(config, FrontendConfig())
     normalisation = np.load(run_dir / "normalisation.npz")
     model = build_encoder(config.encoder, normalisation["mean"], normalisation["std"])
-    load_weights(model, run_dir / "best.weights.npz")
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    if not random_weights:  # random weights: the evaluation's baseline, the architecture untrained
+        load_weights(model, run_dir / "best.weights.npz")
+    history_file = run_dir / "history.jsonl"
+    history = [] if random_weights else [json.loads(line) for line in history_file.read_text().splitlines()]
     timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").exists() else {}
     summary = {
         "corpus": json.loads((run_dir / "corpus.json").read_text()),
@@ -87,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=Path("configs/default.toml"), help="training config (TOML)")
     parser.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder (checkpoints, logs)")
     parser.add_argument("--out", type=Path, default=Path("firmware_models/encoder.tflite"), help="exported model")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="export: the untrained architecture (an evaluation baseline)"
+    )
     args = parser.parse_args(argv)
     args.run.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("train", "all"):
         _train(config, args.run)
     if args.command in ("export", "all"):
-        _export(config, args.run, args.out)
+        _export(config, args.run, args.out, args.random_weights)
     return 0
 
 
