@@ -15,28 +15,31 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
 	@echo "  QUICK=1 makes data/train/export a minutes-long smoke run (build/quick/, not firmware_models/)"
 
-$(PY):
-	python3 -m venv $(VENV)
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-
-install: $(PY) ## create .venv with everything (device runtime, trainer, dev tools)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
 
-install-system: ## apt packages: PortAudio, offline TTS voices (needs root or sudo)
+install: install-system $(STAMP) ## everything: apt packages, then .venv with runtime, trainer and dev tools
+
+install-system: ## apt packages: PortAudio, offline TTS voices, qemu (only what is missing; root or sudo)
 	bash scripts/install_system.sh
 
 install-device: ## a device-only venv (no TensorFlow), as on a Raspberry Pi (DEVICE_ARGS='--venv DIR ...')
 	bash scripts/install_device.sh $(DEVICE_ARGS)
 
-lint: $(PY) ## ruff lint + format check
+lint: $(STAMP) ## ruff lint + format check
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-format: $(PY) ## apply ruff fixes and formatting
+format: $(STAMP) ## apply ruff fixes and formatting
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-test: lint ## lint, then the whole test suite
+test: install lint ## install what is missing, lint, then the whole test suite
 	$(PY) -m pytest -q
 
 data: ## speak the synthetic training vocabulary with every installed TTS voice (cached, resumable)
@@ -68,5 +71,5 @@ bench: ## speed, memory, size and latency benchmarks; updates BENCHMARKS.md
 pi-check: ## prove the device runtime on emulated Pi CPUs (qemu, aarch64) gives x86's answers
 	$(PY) scripts/pi_check.py
 
-demo: ## enroll a wake word from a few takes and detect it in a noisy stream
+demo: install ## enroll a wake word from a few takes and detect it in a noisy stream
 	$(PY) scripts/demo.py
