@@ -8,8 +8,9 @@ RUN := $(if $(QUICK),runs/quick,runs/default)
 MODEL_OUT := $(if $(QUICK),build/quick/encoder.tflite,firmware_models/encoder.tflite)
 SYNTH_OUT := $(if $(QUICK),data_cache/synth_quick,data_cache/synth)
 SYNTH_ARGS := $(if $(QUICK),--quick,)
+KOKORO_OUT := $(if $(QUICK),data_cache/kokoro_speech_quick,data_cache/kokoro_speech)
 
-.PHONY: help install install-system install-device test lint format data train export baselines baseline-classification eval bench demo pi-check
+.PHONY: help install install-system install-device test lint format data voices train export baselines baseline-classification eval bench demo pi-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -42,9 +43,14 @@ format: $(STAMP) ## apply ruff fixes and formatting
 test: install lint ## install what is missing, lint, then the whole test suite
 	$(PY) -m pytest -q
 
-data: ## speak the synthetic training vocabulary with every installed TTS voice (cached, resumable)
+data: $(STAMP) ## speak the training vocabulary with every installed TTS voice, then the neural voices (cached)
 	bash scripts/install_tts.sh
 	$(PY) -m trainer.synth --out $(SYNTH_OUT) $(SYNTH_ARGS)
+	$(if $(QUICK),,$(MAKE) voices)
+
+voices: $(STAMP) ## neural voices: Kokoro-82M blends speak the synth vocabulary (~35 min on 2 idle cores; cached)
+	bash scripts/install_kokoro.sh
+	$(PY) -m trainer.kokoro_voices --out $(KOKORO_OUT) $(SYNTH_ARGS)
 
 train: ## meta-train the encoder (resumes from the run folder)
 	$(PY) -m trainer.cli train --config $(CONFIG) --run $(RUN)

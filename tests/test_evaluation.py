@@ -415,3 +415,41 @@ def test_cli_refuses_to_call_trained_words_unseen(espeak_dataset, tmp_path, caps
     args = ["fewshot", "--model", str(SHIPPED_MODEL), "--dataset", str(espeak_dataset), "--ways", "5"]
     assert main([*args, "--words", "lang:en", "--results", str(tmp_path)]) == 3  # English is not held out
     assert "not reserved" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# the peer: EfficientWord-Net in its own venv (make install-peer)
+# ---------------------------------------------------------------------------------------
+
+
+def test_peer_baseline_is_skipped_with_a_reason_when_its_venv_is_absent(tmp_path, capsys):
+    from trainer.evaluation import peer
+    from trainer.evaluation.cli import _methods
+
+    assert "make install-peer" in peer.unavailable(tmp_path / "nowhere")
+    args = SimpleNamespace(model=Path("m.tflite"), also=None, teacher=Path("t"), peer_venv=tmp_path / "nowhere")
+    methods = _methods(args, ["dtw", "peer"])
+    assert [m.label for m in methods] == ["ours", "MFCC+DTW"]
+    assert "skipping EfficientWord-Net" in capsys.readouterr().err and args.peer_skipped
+
+
+def _peer_reason() -> str | None:
+    from trainer.evaluation import peer
+
+    return peer.unavailable()
+
+
+@pytest.mark.skipif(_peer_reason() is not None, reason=f"EfficientWord-Net peer: {_peer_reason()}")
+def test_peer_embeds_clips_as_unit_vectors():
+    from trainer.evaluation import peer
+    from trainer.evaluation.embedders import EmbedderSpec, embed_all
+
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 16000.0
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t) * np.hanning(len(t))).astype(np.float32)  # 0.5 s: zero-padded
+    noise = (0.05 * rng.standard_normal(32000)).astype(np.float32)  # 2 s: cropped to 1.5 s
+    rows = embed_all(EmbedderSpec("peer", peer.default_venv(), "peer"), [tone, noise], workers=1)
+    assert rows.shape == (2, peer.PEER_EMBEDDING_SIZE) and rows.dtype == np.float32
+    assert np.all(np.isfinite(rows))
+    assert np.linalg.norm(rows, axis=1) == pytest.approx([1.0, 1.0], abs=1e-4)
+    assert float(rows[0] @ rows[1]) < 0.99  # different sounds, different vectors

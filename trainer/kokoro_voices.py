@@ -92,9 +92,11 @@ KOKORO_RATE = 24000
 _VOICE_NAME = re.compile(r"[a-z][fm]_[a-z]+")
 _TARBALL_VOICE = re.compile(r"package/voices/([a-z][fm]_[a-z]+)\.bin")
 
-# Defaults: ~2.5 clips/s on 2 idle cores (the figure; measured here under load: see the
-# report in the README), so 800 words and phrases x 6 speakers = 4,800 clips take ~32 min idle;
-# on 2 busy cores (~1 clip/s) it is ~80 min, resumable. 300 speakers each say ~16 words.
+# Defaults: Kokoro makes ~1 clip/s on 2 cores busy with training (measured under nice -n 19: 36 clips
+# in 36 s, 0.9 CPU-s per clip) and ~2.5 clips/s on 2 idle cores (the figure; 2 / 0.9 CPU-s agrees),
+# so 800 words and phrases x 6 speakers = 4,800 clips (~1.2 h of audio, ~145 MB) take ~32-35 min idle and
+# ~80 min next to a training run. 300 speakers each say ~16 words; 6 natural voices per word join the 12
+# synth voices of the same word (800 words = the first 800 of synth's 4,000: same seed, same vocabulary).
 DEFAULT_WORDS = 800
 DEFAULT_SPEAKERS = 300
 DEFAULT_SPEAKERS_PER_WORD = 6
@@ -664,10 +666,11 @@ def _parser() -> argparse.ArgumentParser:
             "  python -m trainer.kokoro_voices --out /tmp/k --quick                       # 36 clips, a minute\n"
             "  python -m trainer.kokoro_voices --out data_cache/kokoro_speech --words 1600  # grows the set\n"
             "  python -m trainer.kokoro_voices --list-speakers --speakers 10\n"
-            "Growing --words/--speakers keeps the clips already made (vocabulary and speakers are prefix-stable)."
+            "A larger --words keeps the clips already made (the vocabulary and the speaker deal are prefix-stable);\n"
+            "another --speakers/--per-word/--seed deals speakers anew (add --prune to delete the old clips)."
         ),
     )
-    quick = "--quick: {words} x {per_word} of {speakers}".format(**QUICK)
+    quick = "--quick: {words} x {per_word} of {speakers} speakers".format(**QUICK)
     parser.add_argument("--out", type=Path, help="output folder (required to generate)")
     parser.add_argument("--words", type=int, help=f"words + phrases to speak (default {DEFAULT_WORDS}; {quick})")
     parser.add_argument("--speakers", type=int, help=f"blended speakers (default {DEFAULT_SPEAKERS})")

@@ -3,7 +3,7 @@
 Examples::
 
     kws-eval fewshot --model firmware_models/encoder.tflite --dataset ../shared/data/fsdd \\
-        --mode both --shots 5 --baselines dtw,teacher
+        --mode both --shots 5 --baselines dtw,teacher,peer
     kws-eval fewshot --dataset ../shared/data/speech_commands_v1_sample --shots 1,3,5 --open-set
     kws-eval fewshot --dataset ../shared/data/multilingual_words --words lang:zh
     kws-eval stream  --model firmware_models/encoder.tflite --snr 10
@@ -29,7 +29,7 @@ import numpy as np
 
 from device.detector import DetectorSettings
 from device.manifest import ModelError, load_manifest
-from trainer.evaluation import report
+from trainer.evaluation import peer, report
 from trainer.evaluation.data import REPO_ROOT, default_model_path, load_noise, read_clips, shared_data, shared_root
 from trainer.evaluation.embedders import EmbedderSpec
 from trainer.evaluation.fewshot import FewShotConfig, support_mode
@@ -59,8 +59,14 @@ def _methods(args: argparse.Namespace, baselines: list[str]) -> list[Method]:
             methods.append(Method("teacher", EmbedderSpec("teacher", args.teacher, "teacher")))
         elif name == "dtw":
             methods.append(Method(DTW_LABEL))
+        elif name == "peer":  # EfficientWord-Net, from its own venv (make install-peer); skipped when absent
+            args.peer_skipped = peer.unavailable(args.peer_venv)
+            if args.peer_skipped:
+                print(f"kws-eval: skipping {peer.PEER_LABEL}: {args.peer_skipped}", file=sys.stderr)
+            else:
+                methods.append(Method(peer.PEER_LABEL, EmbedderSpec("peer", args.peer_venv, peer.PEER_LABEL)))
         elif name:
-            raise SystemExit(f"unknown baseline {name!r}: use dtw, teacher")
+            raise SystemExit(f"unknown baseline {name!r}: use dtw, teacher, peer")
     return methods
 
 
@@ -115,6 +121,7 @@ class Run:
         self.stream: dict | None = None
         self.checks: dict[str, dict] = {}
         self.images: list[tuple[str, Path]] = []
+        self.costs: dict | None = None  # ours vs the peer per window / second of audio, model bytes
 
     def markdown(self, relative_to: Path) -> str:
         """The report section; image links relative to ``relative_to`` (the folder of the markdown file)."""
@@ -153,6 +160,17 @@ class Run:
                     report.markdown_table(*report.open_set_rows(opened)),
                 ]
             lines += ["", f"Reference: {TEACHER_README}."]
+            if getattr(a, "peer_skipped", None):
+                lines += ["", f"{peer.PEER_LABEL} (peer) not run: {a.peer_skipped}."]
+        if self.costs:
+            lines += [
+                "",
+                f"### Speed and size: ours vs {peer.PEER_LABEL}",
+                "",
+                report.markdown_table(*peer.cost_rows(self.costs)),
+                "",
+                peer.cost_note(self.costs),
+            ]
         if self.stream:
             s = self.stream
             c = s["config"]
@@ -180,7 +198,11 @@ class Run:
                 f"{point['fa_per_hour']:.2f} false alarms per hour. Not run in streaming: MFCC+DTW (spotting needs "
                 "subsequence DTW with open begin and end and running normalisation, a different detector from the "
                 "few-shot baseline, whose recurrence is sequential along both axes and does not vectorise in numpy) "
-                "and the teacher (~550 M MACs per second of audio; not a device detector).",
+                "and the teacher (~550 M MACs per second of audio; not a device detector). Nor EfficientWord-Net: "
+                "its engine is a different detector (1.5 s windows every 0.75 s, best cosine against each reference "
+                "take, one fixed threshold, no calibration, a gate that skips windows with sound in their first "
+                "0.1 s), so streaming it fairly means porting that loop beside ours, not feeding its embeddings "
+                "to our detector.",
             ]
         for title, path in self.images:
             lines += ["", f"![{title}]({Path(os.path.relpath(path.resolve(), relative_to.resolve())).as_posix()})"]
@@ -193,6 +215,7 @@ class Run:
             {
                 "fewshot": self.fewshot,
                 "stream": self.stream,
+                "costs": self.costs,
                 "guard": self.checks,
                 "command": report.command_line(self.args.argv),
             },
@@ -215,6 +238,8 @@ def _print_tables(run: Run) -> None:
             print("\nopen set @ 5% FRR on known queries\n" + report.text_table(*rows))
     if run.stream:
         print("\nstreaming\n" + report.text_table(*report.stream_rows(run.stream)))
+    if run.costs:
+        print(f"\nspeed and size: ours vs {peer.PEER_LABEL}\n" + report.text_table(*peer.cost_rows(run.costs)))
 
 
 def _fewshot_set(run: Run, cache: AudioCache, noise, name: str, dataset: Path, words: str, tasks_spec, methods) -> None:
@@ -259,6 +284,12 @@ def _stream(run: Run, cache: AudioCache, noise, config: StreamConfig, dataset: P
     run.images += [("DET curve", det), ("score distributions", hist)]
 
 
+def _peer_costs(run: Run, methods) -> None:
+    """When the peer is among the methods: ours vs its compute per window and second of audio, and model bytes."""
+    if any(m.spec is not None and m.spec.kind == "peer" for m in methods):
+        run.costs = peer.measure_costs(run.args.model, run.args.peer_venv)
+
+
 def cmd_fewshot(args: argparse.Namespace) -> Run:
     run = Run(args)
     modes = ["same", "cross"] if args.mode == "both" else [args.mode]
@@ -272,6 +303,7 @@ def cmd_fewshot(args: argparse.Namespace) -> Run:
         run, AudioCache(args.workers), noise, name, Path(args.dataset), args.words,
         [(args.ways, _ints(args.shots), modes, base)], methods,
     )  # fmt: skip
+    _peer_costs(run, methods)
     return run
 
 
@@ -302,7 +334,7 @@ def cmd_all(args: argparse.Namespace) -> Run:
     run = Run(args)
     cache = AudioCache(args.workers)
     noise = load_noise(args.noise)
-    methods = _methods(args, ["teacher", "dtw"])
+    methods = _methods(args, ["teacher", "dtw", "peer"])  # the peer when installed (make install-peer)
     base = FewShotConfig(queries=args.queries, episodes=args.episodes, seed=args.seed)
     open_base = replace(base, unknown_queries=OPEN_SET_UNKNOWN, noise_queries=OPEN_SET_NOISE)
     _fewshot_set(
@@ -317,6 +349,7 @@ def cmd_all(args: argparse.Namespace) -> Run:
         run, cache, noise, "held-out language (zh)", shared_data("multilingual_words"), "lang:zh",
         [(10, [1, 3, 5], ["cross"], base)], methods,
     )  # fmt: skip
+    _peer_costs(run, methods)
     if args.negative_minutes > 0:
         _stream(run, cache, noise, _stream_config(args), shared_data("fsdd"), shared_data("multilingual_words"))
     return run
@@ -329,6 +362,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--teacher", type=Path, default=shared_root() / "models" / "speech_embedding", help="teacher ONNX folder"
+    )
+    parser.add_argument(
+        "--peer-venv", type=Path, default=peer.default_venv(), help="EfficientWord-Net venv (make install-peer)"
     )
     parser.add_argument("--noise", type=Path, default=shared_data("background_noise"), help="background-noise wavs")
     parser.add_argument("--results", type=Path, default=REPO_ROOT / "build" / "eval", help="output folder")
@@ -382,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     fewshot.add_argument("--open-set", action="store_true", help="add unknown-word and noise queries")
     fewshot.add_argument("--unknown", type=int, default=OPEN_SET_UNKNOWN, help="open set: unknown-word queries")
     fewshot.add_argument("--noise-queries", type=int, default=OPEN_SET_NOISE, help="open set: noise queries")
-    fewshot.add_argument("--baselines", default="", help="comma-separated: dtw, teacher")
+    fewshot.add_argument("--baselines", default="", help="comma-separated: dtw, teacher, peer (EfficientWord-Net)")
 
     stream = commands.add_parser("stream", help="streaming detection: FRR vs false alarms per hour")
     _common(stream)
@@ -413,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     except LeakageError as error:
         print(f"kws-eval: refused: {error}", file=sys.stderr)
         return 3
-    except (ValueError, FileNotFoundError, ModelError) as error:
+    except (ValueError, FileNotFoundError, ModelError, peer.PeerError) as error:
         print(f"kws-eval: {error}", file=sys.stderr)
         return 2
     _print_tables(run)

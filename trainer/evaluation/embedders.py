@@ -12,6 +12,8 @@ the resulting matrix, which is why hundreds of episodes cost milliseconds.
   device), fed as its README says: trimmed, centred in a 1.5 s window padded with faint
   noise, int16-scaled float32 -> mel (x/10 + 2) -> 76-frame windows every 8 frames ->
   96-dim vectors, mean-pooled and normalised.
+- ``peer``: EfficientWord-Net's ResNet-50 (``path`` is its venv), run by ``trainer.evaluation.peer``
+  in worker processes of that venv with the package's own preprocessing; batched, not forked.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ TEACHER_MEL_STEP = 8  # frames between windows (80 ms)
 
 @dataclass(frozen=True)
 class EmbedderSpec:
-    """What to build: ``kind`` is ``encoder`` (a .tflite path) or ``teacher`` (the ONNX folder)."""
+    """What to build: ``kind`` is ``encoder`` (a .tflite path), ``teacher`` (the ONNX folder) or ``peer`` (a venv)."""
 
     kind: str
     path: Path
@@ -48,6 +50,10 @@ class EmbedderSpec:
             return EncoderEmbedder(self.path)
         if self.kind == "teacher":
             return TeacherEmbedder(self.path)
+        if self.kind == "peer":
+            from trainer.evaluation.peer import PeerEmbedder
+
+            return PeerEmbedder(self.path)
         raise ValueError(f"unknown embedder kind {self.kind!r}")
 
 
@@ -112,6 +118,10 @@ def embed_all(spec: EmbedderSpec, audio: Sequence[np.ndarray], workers: int = 0,
     global _WORKER_AUDIO
     workers = workers or os.cpu_count() or 1
     desc = desc or f"embedding ({spec.label})"
+    if spec.kind == "peer":  # its own venv's processes, many clips per call
+        from trainer.evaluation.peer import embed_clips
+
+        return embed_clips(spec.path, audio, workers, desc)
     if workers == 1 or len(audio) < 100:
         embed = spec.build()
         rows = [embed(a) for a in tqdm(audio, desc=desc, unit="clip", leave=False)]
