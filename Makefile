@@ -10,7 +10,7 @@ SYNTH_OUT := $(if $(QUICK),data_cache/synth_quick,data_cache/synth)
 SYNTH_ARGS := $(if $(QUICK),--quick,)
 KOKORO_OUT := $(if $(QUICK),data_cache/kokoro_speech_quick,data_cache/kokoro_speech)
 
-.PHONY: help install install-system install-device test lint format data voices train export baselines baseline-classification eval bench demo pi-check
+.PHONY: help install install-system install-device test lint format data voices train export install-peer baselines baseline-classification eval bench demo pi-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ train: ## meta-train the encoder (resumes from the run folder)
 export: ## train (resuming) and export the int8 encoder + manifest (QUICK=1: smoke run)
 	$(if $(QUICK),$(MAKE) data QUICK=1,)
 	$(PY) -m trainer.cli all --config $(CONFIG) --run $(RUN) --out $(MODEL_OUT)
+
+install-peer: ## EfficientWord-Net (the peer baseline) in .eval_venvs/efficientword; apt portaudio19-dev (root or sudo)
+	bash scripts/install_peer.sh
 
 baselines: ## export the random-weights baseline encoder (same architecture, untrained) for `make eval`
 	$(PY) -m trainer.cli export --random-weights --config $(CONFIG) --run $(RUN) --out build/baselines/random/encoder.tflite

@@ -8,7 +8,11 @@
 #    dependency pyaudio has no manylinux wheel and compiles against them;
 # 2. a virtual environment (default .eval_venvs/efficientword, git-ignored) with
 #    efficientword-net==1.0.5 (Apache-2.0; the wheel ships its ONNX and TFLite models, so it runs
-#    offline afterwards);
+#    offline afterwards) and the two dependencies that decide its numbers pinned to the versions
+#    the figures were measured with (onnxruntime, numpy; PEER_PINS='' to leave them free). Its
+#    declared dependencies (numpy, onnxruntime, pyaudio, requests, soundfile>=0.13.1, twine>=6.2.0,
+#    typer>=0.21.0) are unpinned or lower-bounded and all install on Python 3.11, so no --no-deps
+#    workaround is needed; twine (a publishing tool) is a needless runtime dependency but harmless;
 # 3. a check that the package imports and its ResNet-50 ArcFace model loads.
 # Idempotent: a venv that already passes step 3 is left as it is.
 #
@@ -22,8 +26,9 @@ VENV="${KWS_PEER_VENV:-$REPO/.eval_venvs/efficientword}"
 PYTHON="${PYTHON:-python3}"
 APT=1
 PEER_VERSION=1.0.5
+PEER_PINS="${PEER_PINS-onnxruntime==1.32.0 numpy==2.4.6}"
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --venv) VENV="$2"; shift 2 ;;
@@ -73,7 +78,8 @@ mkdir -p "$(dirname "$VENV")"
 [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
 say "installing efficientword-net==$PEER_VERSION into $VENV ($("$PY" --version))"
 "$PY" -m pip install --quiet --upgrade pip
-"$PY" -m pip install --quiet "efficientword-net==$PEER_VERSION"
+# shellcheck disable=SC2086  # PEER_PINS is a list of requirement words
+"$PY" -m pip install --quiet "efficientword-net==$PEER_VERSION" $PEER_PINS
 
 # -- 3. check ---------------------------------------------------------------------------------------------
 if ! check; then

@@ -160,6 +160,8 @@ class Run:
                     report.markdown_table(*report.open_set_rows(opened)),
                 ]
             lines += ["", f"Reference: {TEACHER_README}."]
+            if any(s["method"] == peer.PEER_LABEL for s in self.fewshot):
+                lines += ["", f"{peer.METHOD_NOTE}. Reference: {peer.README_FIGURES}."]
             if getattr(a, "peer_skipped", None):
                 lines += ["", f"{peer.PEER_LABEL} (peer) not run: {a.peer_skipped}."]
         if self.costs:
