@@ -77,7 +77,19 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, random_weights: bool 
     # Real recordings that trained the model, for the evaluation's disjointness check (synthetic voices
     # are identified by the generator's seed and speaker ids in the corpus summary instead).
     clip_ids = [training_clip_id(c) for c in data.corpus.train if c.source not in SYNTHETIC_SOURCES]
-    manifest = export(model, config, representative, data.validation_features, out, summary, speech, noise, clip_ids)
+    manifest = export(
+        model,
+        config,
+        representative,
+        data.validation_features,
+        out,
+        summary,
+        speech,
+        noise,
+        clip_ids,
+        name="random-weights baseline" if random_weights else "encoder",
+        enforce_parity=not random_weights,
+    )
     write_model_card(out, manifest)
     logging.info("exported %s (%d bytes): %s", out, manifest.figures["model_bytes"], manifest.figures)
 

@@ -81,6 +81,7 @@ def export(
     noise: Sequence[np.ndarray],
     training_clip_ids: Sequence[str] = (),
     name: str = "encoder",
+    enforce_parity: bool = True,
 ) -> ModelManifest:
     """Quantise, verify parity with the device loader, and write the model, manifest and negative bank.
 
@@ -130,12 +131,14 @@ def export(
             "ops": ops,
         }
         log.info("export parity: %s", figures)
-        if figures["int8_mean_cosine"] < MIN_MEAN_COSINE:
+        if not enforce_parity:
+            log.warning("parity not enforced (a baseline export): %s", figures)
+        elif figures["int8_mean_cosine"] < MIN_MEAN_COSINE:
             raise ExportError(
                 f"int8 embeddings drift from float: mean cosine {figures['int8_mean_cosine']:.4f} < {MIN_MEAN_COSINE}"
             )
         drop = figures["float_validation_accuracy"] - figures["int8_validation_accuracy"]
-        if drop > MAX_ACCURACY_DROP:
+        if enforce_parity and drop > MAX_ACCURACY_DROP:
             raise ExportError(f"int8 few-shot accuracy is {100 * drop:.1f} points below float (max 2)")
         clip_ids = staged.with_suffix(".training_clips.txt")
         clip_ids.write_text("".join(f"{clip_id}\n" for clip_id in training_clip_ids))
