@@ -101,6 +101,21 @@ def test_word_stream_knows_where_each_word_ends():
     assert words[1][0] - words[0][1] >= 2.5
 
 
+def test_detection_delays_pair_each_detection_with_the_chunk_it_names():
+    sent = {0: 10.00, 30: 10.03, 60: 10.06, 90: 10.09}  # chunk timestamp (ms) -> when its write finished
+    received = [(10.075, 60), (10.5, 7), (10.2, None), (10.1, 90)]  # an unknown stamp and no stamp are ignored
+    assert bench.detection_delays(sent, received) == pytest.approx([0.015, 0.01])
+    assert bench.detection_delays(sent, []) == []
+
+
+def test_server_rows_say_why_when_skipped():
+    results = bench.Results.__new__(bench.Results)
+    results.server = bench.ServerBench(skipped="the `wyoming` package is not installed")
+    rows = bench.server_rows(results)
+    assert len(rows) == 2
+    assert all("skipped: the `wyoming` package" in r.value and r.target == "—" for r in rows)
+
+
 def test_append_benchmarks_creates_then_appends_dated_sections(tmp_path):
     report = bench.Report(
         rows=[bench.Row("model size", "12,496 bytes"), bench.Row("pipeline", "1.00% of a core", "90x", "met")],
@@ -144,7 +159,13 @@ def test_quick_bench_runs_end_to_end_and_writes_a_section(tmp_path):
         env=dict(os.environ, KWS_CONFIG=str(tmp_path / "no-config.toml")),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    for measure in ("encoder latency, 1 thread", "pipeline, speech stream, 10 keywords", "end of word", "peak RSS"):
+    for measure in (
+        "encoder latency, 1 thread",
+        "pipeline, speech stream, 10 keywords",
+        "end of word",
+        "peak RSS",
+        "Wyoming server",
+    ):
         assert measure in done.stdout
     section = target.read_text()
     assert "## Speed, memory and latency" in section

@@ -14,7 +14,10 @@ What it measures, and why each the way it does:
 * peak resident memory (VmHWM) of a real ``kws listen`` fed by ``KWS_FAKE_INPUT``;
 * end-of-word-to-event latency in *stream* time (independent of machine load): keyword
   takes in unseen voices spliced into noise where each word's end is known;
-* enrollment time for 5 takes.
+* enrollment time for 5 takes;
+* the Wyoming server (``python -m device.wyoming_server``) with 4 clients streaming at real
+  time: the delay it adds per chunk (chunk -> detection, audio-stop -> final event) and its
+  peak resident memory; skipped, with the reason, when the ``wyoming`` package is missing.
 
 The audio is made with espeak-ng, so the bench runs anywhere; the shared background
 noise (``$KWS_SHARED`` or ``../shared``) is used when present, synthetic noise otherwise.
@@ -27,12 +30,15 @@ at its start and its end: ratios stay comparable between runs when absolute time
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
+import importlib.util
 import os
 import platform
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -124,11 +130,18 @@ class Profile:
     listen_speed: float = 1.0  # KWS_FAKE_INPUT_SPEED
     word_count: int = 40
     enroll_runs: int = 5
+    server_seconds: float = 15.0  # the wav each Wyoming client streams, at real time
 
 
 FULL = Profile()
 QUICK = Profile(
-    latency_runs=100, stream_seconds=15.0, listen_seconds=8.0, listen_speed=4.0, word_count=10, enroll_runs=2
+    latency_runs=100,
+    stream_seconds=15.0,
+    listen_seconds=8.0,
+    listen_speed=4.0,
+    word_count=10,
+    enroll_runs=2,
+    server_seconds=7.0,
 )
 
 
@@ -643,6 +656,133 @@ def listen_memory(model: Path, store: Path, wav: Path, seconds: float, speed: fl
     return Memory(status["VmHWM"], status["VmRSS"], import_floor_mb(), events, label, code)
 
 
+# -- Wyoming server: added latency and memory with concurrent clients ---------------------------------
+
+SERVER_CLIENTS = 4
+SERVER_CHUNK_SECONDS = 0.030
+
+
+@dataclass
+class ServerBench:
+    """The Wyoming server under ``SERVER_CLIENTS`` real-time clients (or why it was not measured)."""
+
+    detection: Stats = field(default_factory=lambda: summarize([]))  # chunk sent -> detection received
+    stop: Stats = field(default_factory=lambda: summarize([]))  # audio-stop sent -> final event / close
+    peak_mb: float = float("nan")
+    idle_mb: float = float("nan")  # VmHWM once started and answering, before any audio
+    detections: int = 0
+    stream_seconds: float = 0.0
+    skipped: str = ""
+
+
+def detection_delays(sent: dict[int, float], received: Sequence[tuple[float, int | None]]) -> list[float]:
+    """Seconds from sending the chunk that completed each detection to receiving the detection.
+
+    ``sent``: chunk timestamp (ms) -> when its write finished; ``received``: (when,
+    detection timestamp) per detection event. The server stamps a detection with the
+    timestamp of the chunk that completed it; a stamp we never sent is ignored.
+    """
+    return [at - sent[stamp] for at, stamp in received if stamp is not None and stamp in sent]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def _server_client(port: int, pcm: bytes, chunk_bytes: int) -> tuple[list[float], float, int]:
+    """One client at real-time pace: (detection delays, audio-stop -> final event, detections)."""
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncTcpClient
+    from wyoming.wake import Detect, Detection, NotDetected
+
+    sent: dict[int, float] = {}
+    received: list[tuple[float, int | None]] = []
+    final: list[float] = []
+
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+
+        async def read() -> None:
+            while True:
+                event = await client.read_event()
+                now = time.perf_counter()
+                if event is None:  # closed after audio-stop
+                    final.append(now)
+                    return
+                if Detection.is_type(event.type):
+                    received.append((now, Detection.from_event(event).timestamp))
+                elif NotDetected.is_type(event.type):
+                    final.append(now)
+
+        reader = asyncio.create_task(read())
+        await client.write_event(Detect(names=[KEYWORD]).event())
+        await client.write_event(AudioStart(rate=RATE, width=2, channels=1, timestamp=0).event())
+        began = time.perf_counter()
+        for count, start in enumerate(range(0, len(pcm), chunk_bytes)):
+            stamp = start // 2 * 1000 // RATE
+            await client.write_event(AudioChunk(RATE, 2, 1, pcm[start : start + chunk_bytes], timestamp=stamp).event())
+            sent[stamp] = time.perf_counter()
+            await asyncio.sleep(max(0.0, began + (count + 1) * SERVER_CHUNK_SECONDS - time.perf_counter()))
+        stopped = time.perf_counter()
+        await client.write_event(AudioStop(timestamp=len(pcm) // 2 * 1000 // RATE).event())
+        await asyncio.wait_for(reader, 30)
+    return detection_delays(sent, received), final[0] - stopped, len(received)
+
+
+async def _server_clients(port: int, pcm: bytes, clients: int) -> list[tuple[list[float], float, int]]:
+    chunk_bytes = 2 * int(SERVER_CHUNK_SECONDS * RATE)
+    return list(await asyncio.gather(*(_server_client(port, pcm, chunk_bytes) for _ in range(clients))))
+
+
+def server_bench(
+    model: Path, store: Path, audio: np.ndarray, scratch: Path, clients: int = SERVER_CLIENTS
+) -> ServerBench:
+    """Start ``python -m device.wyoming_server`` on a free loopback port and stream ``audio`` from ``clients`` clients.
+
+    The clients send 30 ms chunks at real-time pace, all at once, so the delays are what
+    the server adds (detector work in its worker threads, the event loop, the socket);
+    the peak memory is the server's VmHWM read after they all finished, before SIGTERM.
+    """
+    if importlib.util.find_spec("wyoming") is None:
+        return ServerBench(skipped="the `wyoming` package is not installed (`pip install wyoming`)")
+    port = _free_port()
+    log_path = scratch / "wyoming_server.log"
+    command = [sys.executable, "-m", "device.wyoming_server", "--uri", f"tcp://127.0.0.1:{port}"]
+    command += ["--store", str(store), "--model", str(model)]
+    env = dict(os.environ, KWS_CONFIG=str(scratch / "no-config.toml"))
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60.0
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the Wyoming server did not start:\n" + log_path.read_text()[-2000:])
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        idle = vm_status_mb(process.pid)["VmHWM"]
+        pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2").tobytes()
+        results = asyncio.run(_server_clients(port, pcm, clients))
+        peak = vm_status_mb(process.pid)["VmHWM"]
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return ServerBench(
+        detection=summarize(d for delays, _, _ in results for d in delays),
+        stop=summarize(stop for _, stop, _ in results),
+        peak_mb=peak,
+        idle_mb=idle,
+        detections=sum(n for _, _, n in results),
+        stream_seconds=len(audio) / RATE,
+    )
+
+
 # -- machine description and the BENCHMARKS.md section -------------------------------------------------
 
 
@@ -779,6 +919,7 @@ class Results:
     enroll: Stats
     memory: Memory
     keyword_counts: tuple[int, int]
+    server: ServerBench = field(default_factory=ServerBench)
     load_at_start: str = ""
     seconds: float = 0.0
 
@@ -852,6 +993,13 @@ def memory_section(s: Setup, profile: Profile) -> Memory:
     return listen_memory(s.model, store, wav, profile.listen_seconds, profile.listen_speed, s.scratch)
 
 
+def server_section(s: Setup, profile: Profile) -> ServerBench:
+    """The Wyoming server with the enrolled keyword, fed the keyword takes in room noise by 4 clients at once."""
+    count = max(1, min(len(s.takes), int((profile.server_seconds - 3.5) // 4.0)))  # a take every ~4 s
+    audio, _ = word_stream(s.takes[:count], s.noise.room(profile.server_seconds, -40.0), s.rng)
+    return server_bench(s.model, s.scratch / "store1", audio, s.scratch)
+
+
 def run(model: Path, profile: Profile) -> tuple[Results, Setup]:
     """Measure everything, section after section (progress on stderr)."""
     started, load = time.perf_counter(), load_average()
@@ -872,9 +1020,11 @@ def run(model: Path, profile: Profile) -> tuple[Results, Setup]:
         enroll = enrollment_seconds(s.one, s.takes, profile.enroll_runs)
         progress(f"peak memory of kws listen over a {profile.listen_seconds:.0f} s wav at {profile.listen_speed:g}x")
         memory = memory_section(s, profile)
+        progress(f"Wyoming server, {SERVER_CLIENTS} clients streaming ~{profile.server_seconds:.0f} s at real time")
+        server = server_section(s, profile)
     reference = combine_reference(reference_start, time_reference_op())
     counts = (len(s.one.store.keywords), len(s.ten.store.keywords))
-    results = Results(encoder, reference, latency, shares, words, enroll, memory, counts, load)
+    results = Results(encoder, reference, latency, shares, words, enroll, memory, counts, server, load)
     results.seconds = time.perf_counter() - started
     return results, s
 
@@ -891,6 +1041,7 @@ def report(results: Results, s: Setup, profile: Profile, command: str) -> Report
         ("command", f"`{command}`"),
     ]
     rows = size_rows(results) + speed_rows(results) + share_rows(results) + word_rows(results) + memory_rows(results)
+    rows += server_rows(results)
     return Report(rows, header, notes(results, profile))
 
 
@@ -977,6 +1128,32 @@ def memory_rows(r: Results) -> list[Row]:
     ]
 
 
+def server_rows(r: Results) -> list[Row]:
+    v = r.server
+    latency, memory = (
+        f"Wyoming server added latency, {SERVER_CLIENTS} clients",
+        f"Wyoming server peak RSS, {SERVER_CLIENTS} clients",
+    )
+    if v.skipped:
+        return [Row(latency, f"skipped: {v.skipped}", "", "—"), Row(memory, f"skipped: {v.skipped}", "", "—")]
+    return [
+        Row(
+            latency,
+            f"chunk -> detection: median {ms(v.detection.median)}, p95 {ms(v.detection.p95)} (n={v.detection.n}); "
+            f"audio-stop -> final event: median {ms(v.stop.median)}, p95 {ms(v.stop.p95)} (n={v.stop.n})",
+            "",
+            "—",
+        ),
+        Row(
+            memory,
+            f"{v.peak_mb:.1f} MB (after start, before audio {v.idle_mb:.1f} MB; {v.detections} detections "
+            f"over {SERVER_CLIENTS} x {v.stream_seconds:.1f} s)",
+            "",
+            "—",
+        ),
+    ]
+
+
 def notes(r: Results, profile: Profile) -> list[str]:
     ref = r.reference
     return [
@@ -988,6 +1165,13 @@ def notes(r: Results, profile: Profile) -> list[str]:
         "End of word -> event: stream time, so machine load does not change it. Word end = last 10 ms frame "
         "within 30 dB of the take's peak; an event's time = the end of the 0.1 s chunk whose `process` call "
         "returned it; takes in voices the keyword was not enrolled from.",
+        f"Wyoming server: `python -m device.wyoming_server` on loopback with the 1-keyword store; "
+        f"{SERVER_CLIENTS} clients at once stream the same wav (keyword takes in room noise) in "
+        f"{1000 * SERVER_CHUNK_SECONDS:.0f} ms chunks at real-time pace, so the delays are the processing the server "
+        "adds: chunk -> detection = from sending the chunk whose timestamp the detection carries to receiving it; "
+        "audio-stop -> final event = to `not-detected`, or to the connection closing after a detection (the server "
+        "first runs a window of silence through the detector). Peak RSS = the server's VmHWM after all clients "
+        "finished.",
         f"Bench wall time: {r.seconds:.0f} s.",
     ]
 
