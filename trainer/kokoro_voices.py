@@ -54,6 +54,7 @@ from typing import BinaryIO
 import numpy as np
 
 from device.audio import resample
+from device.manifest import sha256_of
 from trainer.reserved import is_reserved, tokens
 from trainer.synth import (
     DEFAULT_PHRASE_SHARE,
@@ -62,6 +63,7 @@ from trainer.synth import (
     Summary,
     assign,
     build_vocabulary,
+    distinct_speakers,
     folder_name,
     prune,
     trim_silence,
@@ -165,18 +167,10 @@ def _open_part(index: int, source: Path) -> Iterator[BinaryIO]:
             yield handle
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_ok(path: Path, sha256: str = MODEL_SHA256, size: int = MODEL_SIZE) -> bool:
     """True if ``path`` is the expected model: size first (free), then the sha256 (~0.3 s)."""
     path = Path(path)
-    return path.is_file() and path.stat().st_size == size and file_sha256(path) == sha256
+    return path.is_file() and path.stat().st_size == size and sha256_of(path) == sha256
 
 
 def assemble_model(
@@ -411,15 +405,9 @@ def sample_speakers(
     names = sorted(set(names))
     if len(names) < 2:
         raise ValueError("blending needs at least two voices")
-    speakers: dict[str, KokoroSpeaker] = {}
-    for index in range(count):
-        rng = random.Random(f"kokoro-speaker:{seed}:{index}")
-        for _ in range(200):
-            speaker = _sample_speaker(rng, names, mixed_gender_share)
-            if speaker.id not in speakers:
-                speakers[speaker.id] = speaker
-                break
-    return list(speakers.values())
+    return distinct_speakers(
+        count, f"kokoro-speaker:{seed}", lambda rng: _sample_speaker(rng, names, mixed_gender_share)
+    )
 
 
 # ---------------------------------------------------------------------------------------

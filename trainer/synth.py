@@ -38,15 +38,18 @@ import tempfile
 import time
 import wave
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from device.audio import AudioError, pcm_to_float, resample, to_mono, write_wav
 from trainer.reserved import is_reserved, tokens
+
+SpeakerT = TypeVar("SpeakerT")
 
 log = logging.getLogger("trainer.synth")
 
@@ -377,11 +380,20 @@ def sample_speakers(
     """
     if not catalog.engines():
         raise RuntimeError("no TTS voice found: run scripts/install_tts.sh (espeak-ng, flite, festival)")
-    speakers: dict[str, Speaker] = {}
+    return distinct_speakers(count, f"speaker:{seed}", lambda rng: _sample_speaker(rng, catalog, foreign_share))
+
+
+def distinct_speakers(count: int, stream: str, draw: Callable[[random.Random], SpeakerT]) -> list[SpeakerT]:
+    """Up to ``count`` speakers with distinct ``id``s; speaker i comes from its own stream ``{stream}:{i}``.
+
+    Per-index streams make the list prefix-stable (a larger pool starts with the smaller one, so
+    cached clips stay valid); an index whose 200 draws all collide is skipped.
+    """
+    speakers: dict[str, SpeakerT] = {}
     for index in range(count):
-        rng = random.Random(f"speaker:{seed}:{index}")
+        rng = random.Random(f"{stream}:{index}")
         for _ in range(200):
-            speaker = _sample_speaker(rng, catalog, foreign_share)
+            speaker = draw(rng)
             if speaker.id not in speakers:
                 speakers[speaker.id] = speaker
                 break
