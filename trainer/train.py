@@ -173,7 +173,14 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
     data = prepare_data(config, frontend)
     np.savez(run_dir / "normalisation.npz", mean=data.feature_mean, std=data.feature_std)
     (run_dir / "corpus.json").write_text(
-        json.dumps({"train": summarize(data.corpus.train), "validation": summarize(data.corpus.validation)}, indent=2)
+        json.dumps(
+            {
+                "train": summarize(data.corpus.train),
+                "validation": summarize(data.corpus.validation),
+                "absent_sources": data.corpus.skipped_sources,
+            },
+            indent=2,
+        )
     )
     strategy = strategy_for_this_machine()
     replicas = strategy.num_replicas_in_sync
