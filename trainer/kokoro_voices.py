@@ -45,7 +45,6 @@ import tarfile
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +62,11 @@ from trainer.synth import (
     Summary,
     assign,
     build_vocabulary,
+    chunk_by_speaker,
     distinct_speakers,
     folder_name,
     prune,
+    run_chunks,
     trim_silence,
     wav_duration,
     write_atomic,
@@ -512,57 +513,6 @@ def render_chunk(out_dir: Path, jobs: Sequence[KokoroJob]) -> list[tuple[str, st
     return results
 
 
-def _chunks(jobs: Sequence[KokoroJob], size: int, seed: int) -> list[list[KokoroJob]]:
-    """Clips grouped by speaker (its blended style is computed once), chunk order shuffled for even progress."""
-    by_speaker: dict[str, list[KokoroJob]] = {}
-    for job in jobs:
-        by_speaker.setdefault(job.speaker.id, []).append(job)
-    chunks = [group[i : i + size] for group in by_speaker.values() for i in range(0, len(group), size)]
-    random.Random(f"kokoro-chunks:{seed}").shuffle(chunks)
-    return chunks
-
-
-def _run_jobs(
-    out_dir: Path, files: KokoroFiles, pending: Sequence[KokoroJob], jobs: int, seed: int, chunk_size: int
-) -> tuple[int, int]:
-    """Render ``pending`` on ``jobs`` single-threaded processes with a progress bar; returns (written, failed)."""
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    written = failed = 0
-    chunks = _chunks(pending, chunk_size, seed)
-    interval = 0.1 if sys.stderr.isatty() else 30.0
-    bar = tqdm(
-        total=len(pending), unit="clip", desc="kokoro", smoothing=0.05, mininterval=interval,
-        maxinterval=max(10.0, interval),
-    )  # fmt: skip
-    with bar, logging_redirect_tqdm():
-
-        def collect(results: list[tuple[str, str | None]]) -> None:
-            nonlocal written, failed
-            for _, error in results:
-                if error is None:
-                    written += 1
-                else:
-                    failed += 1
-                    log.warning("skipped %s", error)
-            bar.update(len(results))
-
-        if jobs <= 1:
-            _init_worker(files, 1)
-            for chunk in chunks:
-                collect(render_chunk(out_dir, chunk))
-        else:
-            pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker, initargs=(files, 1))
-            try:
-                futures = [pool.submit(render_chunk, out_dir, chunk) for chunk in chunks]
-                for future in as_completed(futures):
-                    collect(future.result())
-            finally:  # on Ctrl-C, drop queued chunks instead of finishing them
-                pool.shutdown(wait=True, cancel_futures=True)
-    return written, failed
-
-
 def _manifest_row(job: KokoroJob, duration: float) -> dict[str, object]:
     return {
         "word": job.text,
@@ -611,7 +561,12 @@ def generate(
     pending = [job for job in clips if wav_duration(out_dir / job.relpath) is None]
     summary = Summary(cached=len(clips) - len(pending))
     if pending:
-        summary.new, summary.failed = _run_jobs(out_dir, files, pending, jobs or os.cpu_count() or 1, seed, chunk_size)
+        chunks = chunk_by_speaker(pending, chunk_size, f"kokoro-chunks:{seed}")
+        workers = jobs or os.cpu_count() or 1
+        # one onnxruntime thread per process: the processes are the parallelism
+        summary.new, summary.failed = run_chunks(
+            out_dir, chunks, render_chunk, workers, "kokoro", _init_worker, (files, 1)
+        )
 
     rows = []
     for job in clips:

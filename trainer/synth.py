@@ -50,6 +50,7 @@ from device.audio import AudioError, pcm_to_float, resample, to_mono, write_wav
 from trainer.reserved import is_reserved, tokens
 
 SpeakerT = TypeVar("SpeakerT")
+JobT = TypeVar("JobT")
 
 log = logging.getLogger("trainer.synth")
 
@@ -683,28 +684,40 @@ class Summary:
         )
 
 
-def _chunks(jobs: Sequence[ClipJob], size: int, seed: int) -> list[list[ClipJob]]:
-    """Group clips by speaker (festival loads a voice once per chunk) and shuffle chunk order for even progress."""
-    by_speaker: dict[str, list[ClipJob]] = {}
+def chunk_by_speaker(jobs: Sequence[JobT], size: int, stream: str) -> list[list[JobT]]:
+    """Group clips by speaker (a voice or blend is set up once per chunk), chunk order shuffled for even progress."""
+    by_speaker: dict[str, list[JobT]] = {}
     for job in jobs:
         by_speaker.setdefault(job.speaker.id, []).append(job)
     chunks = [group[i : i + size] for group in by_speaker.values() for i in range(0, len(group), size)]
-    random.Random(f"chunks:{seed}").shuffle(chunks)
+    random.Random(stream).shuffle(chunks)
     return chunks
 
 
-def _run_jobs(out_dir: Path, pending: Sequence[ClipJob], jobs: int, seed: int, chunk_size: int) -> tuple[int, int]:
-    """Render ``pending`` on ``jobs`` processes with a progress bar; returns (written, failed)."""
+def run_chunks(
+    out_dir: Path,
+    chunks: Sequence[Sequence[JobT]],
+    render: Callable[[Path, Sequence[JobT]], list[tuple[str, str | None]]],
+    jobs: int,
+    desc: str,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple = (),
+) -> tuple[int, int]:
+    """Render ``chunks`` on ``jobs`` processes with a progress bar; returns (written, failed).
+
+    Shared by every generator (TTS engines, Kokoro): ``render`` writes one chunk's clips and
+    returns ``(path, error or None)`` per clip; ``initializer`` sets up each worker (or this
+    process when ``jobs`` is 1).
+    """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     written = failed = 0
-    chunks = _chunks(pending, chunk_size, seed)
     interval = 0.1 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not thousands
     bar = tqdm(
-        total=len(pending),
+        total=sum(len(c) for c in chunks),
         unit="clip",
-        desc="synth",
+        desc=desc,
         smoothing=0.05,
         mininterval=interval,
         maxinterval=max(10.0, interval),
@@ -722,12 +735,14 @@ def _run_jobs(out_dir: Path, pending: Sequence[ClipJob], jobs: int, seed: int, c
             bar.update(len(results))
 
         if jobs <= 1:
+            if initializer is not None:
+                initializer(*initargs)
             for chunk in chunks:
-                collect(render_chunk(out_dir, chunk))
+                collect(render(out_dir, chunk))
         else:
-            pool = ProcessPoolExecutor(max_workers=jobs)
+            pool = ProcessPoolExecutor(max_workers=jobs, initializer=initializer, initargs=initargs)
             try:
-                futures = [pool.submit(render_chunk, out_dir, chunk) for chunk in chunks]
+                futures = [pool.submit(render, out_dir, chunk) for chunk in chunks]
                 for future in as_completed(futures):
                     collect(future.result())
             finally:  # on Ctrl-C, drop queued chunks instead of finishing them
@@ -807,7 +822,8 @@ def generate(
     pending = [job for job in plan if wav_duration(out_dir / job.relpath) is None]
     summary = Summary(cached=len(plan) - len(pending))
     if pending:
-        summary.new, summary.failed = _run_jobs(out_dir, pending, jobs or os.cpu_count() or 1, seed, chunk_size)
+        chunks = chunk_by_speaker(pending, chunk_size, f"chunks:{seed}")
+        summary.new, summary.failed = run_chunks(out_dir, chunks, render_chunk, jobs or os.cpu_count() or 1, "synth")
 
     rows = []
     for job in plan:
