@@ -125,17 +125,21 @@ def open_input_stream(
     devices first (for a retry after the device vanished). ``KWS_FAKE_INPUT`` swaps
     in a :class:`~device.fake_input.WavInputStream`.
     """
-    if fake_input_path():
-        stream = WavInputStream(
-            samplerate=samplerate,
+
+    def start(stream_class: Callable, rate: int):
+        stream = stream_class(
+            samplerate=rate,
             channels=1,
             dtype="float32",
-            blocksize=round(block_seconds * samplerate),
+            blocksize=round(block_seconds * rate),
             callback=callback,
             device=device,
         )
         stream.start()
-        return stream, samplerate
+        return stream, rate
+
+    if fake_input_path():
+        return start(WavInputStream, samplerate)
     sd = sounddevice_module()
     if refresh:
         refresh_devices(sd)
@@ -152,16 +156,7 @@ def open_input_stream(
     last_error: Exception | None = None
     for rate in rates:
         try:
-            stream = sd.InputStream(
-                samplerate=rate,
-                channels=1,
-                dtype="float32",
-                blocksize=round(block_seconds * rate),
-                callback=callback,
-                device=device,
-            )
-            stream.start()
-            return stream, rate
+            return start(sd.InputStream, rate)
         except (sd.PortAudioError, ValueError) as error:
             last_error = error
             log.debug("opening input at %d Hz failed: %s", rate, error)
