@@ -46,7 +46,6 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, random_weights: bool 
     import numpy as np
 
     from device.frontend import FrontendConfig
-    from trainer.augment import load_noise_bank
     from trainer.config import resolve_path
     from trainer.export import export
     from trainer.model import build_encoder
@@ -69,11 +68,11 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, random_weights: bool 
         "best_validation_accuracy": max((h["validation_accuracy"] for h in history), default=None),
         **timing,
     }
-    representative = representative_windows(config, config.representative_windows)
+    representative = representative_windows(data, config.representative_windows, config.seed)
     speech = speech_runs(
         [resolve_path(p) for p in config.data.negatives], [c.path for c in data.corpus.train], config.seed
     )
-    noise = load_noise_bank([resolve_path(p) for p in config.data.noise])
+    noise = data.train_maker.noise_bank
     # Real recordings that trained the model, for the evaluation's disjointness check (synthetic voices
     # are identified by the generator's seed and speaker ids in the corpus summary instead).
     clip_ids = [training_clip_id(c) for c in data.corpus.train if c.source not in SYNTHETIC_SOURCES]

@@ -295,17 +295,16 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
     return best_path
 
 
-def representative_windows(config: TrainConfig, count: int) -> np.ndarray:
-    """Training-distribution windows (augmented speech and noise) for int8 calibration."""
-    frontend = FrontendConfig()
-    data_config = config.data
-    corpus = build_corpus(data_config, config.seed)
-    rng = np.random.default_rng(config.seed + 7)
-    picks = rng.choice(len(corpus.train), min(count, len(corpus.train)), replace=False)
-    clips = [corpus.train[i] for i in picks]
-    bank = load_bank(clips, desc="calibration clips")
-    noise = load_noise_bank([resolve_path(p) for p in data_config.noise])
-    augmenter = Augmenter.from_dict(config.augment, noise, frontend)
-    window_samples = frontend.samples_for_frames(config.encoder.window_frames)
-    windows = [log_mel(augmenter(a.astype(np.float32) / 32768.0, window_samples, rng), frontend) for a in bank]
+def representative_windows(data: TrainingData, count: int, seed: int) -> np.ndarray:
+    """Training-distribution windows (augmented training speech) for int8 calibration.
+
+    Reuses the clips and augmenter ``prepare_data`` already decoded and built.
+    """
+    maker = data.train_maker
+    rng = np.random.default_rng(seed + 7)
+    picks = rng.choice(len(maker.bank), min(count, len(maker.bank)), replace=False)
+    windows = [
+        log_mel(maker.augmenter(maker.bank[i].astype(np.float32) / 32768.0, maker.window_samples, rng), maker.frontend)
+        for i in picks
+    ]
     return np.stack(windows).astype(np.float32)
