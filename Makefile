@@ -10,7 +10,7 @@ SYNTH_OUT := $(if $(QUICK),data_cache/synth_quick,data_cache/synth)
 SYNTH_ARGS := $(if $(QUICK),--quick,)
 KOKORO_OUT := $(if $(QUICK),data_cache/kokoro_speech_quick,data_cache/kokoro_speech)
 
-.PHONY: help install install-system install-device test lint format data voices train export install-peer baselines baseline-classification eval bench demo pi-check
+.PHONY: help install install-system install-device test lint format data voices train export install-peer baselines baseline-classification ablation eval bench demo pi-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -68,6 +68,15 @@ baselines: ## export the random-weights baseline encoder (same architecture, unt
 baseline-classification: ## train + export the plain-classification baseline (same data and time as the default)
 	$(PY) -m trainer.cli all --config configs/classification.toml --run runs/classification \
 		--out build/baselines/classification/encoder.tflite
+
+ABLATION_ROWS := $(sort $(basename $(notdir $(wildcard configs/ablation/[0-9]*.toml))))
+ABLATION_MODELS := $(foreach row,$(ABLATION_ROWS),build/ablation/$(row)/encoder.tflite)
+build/ablation/%/encoder.tflite: configs/ablation/%.toml configs/ablation/_short.toml
+	$(PY) -m trainer.cli all --config $< --run runs/ablation/$* --out $@
+
+ablation: $(ABLATION_MODELS) ## train the ablation rows (configs/ablation, 600 episodes each; ~6 min a row) and compare them with the shipped encoder and the teacher
+	$(PY) -m trainer.evaluation all --negative-minutes 0 --model firmware_models/encoder.tflite --results docs/ablation \
+		--write-benchmarks $(foreach row,$(ABLATION_ROWS),--also $(row)=build/ablation/$(row)/encoder.tflite)
 
 eval: ## few-shot and streaming evaluation vs baselines; updates BENCHMARKS.md
 	$(PY) -m trainer.evaluation all --model firmware_models/encoder.tflite --results docs/eval --write-benchmarks \

@@ -79,3 +79,6 @@ def test_training_corpus_never_holds_reserved_words_speakers_or_the_held_out_lan
     reserved_speakers = {c.speaker for c in sc if is_reserved(c.word)}
     assert not any(c.speaker in reserved_speakers for c in everything if c.source == "speech_commands_v1_sample")
     assert not {c.word for c in corpus.train} & {c.word for c in corpus.validation}
+    # an English recorded word shares its class with the TTS word ("en_open" -> "open"); others keep the prefix
+    assert not any(c.word.startswith("en_") for c in everything)
+    assert any(c.word.startswith("ar_") for c in everything)

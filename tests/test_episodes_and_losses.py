@@ -88,3 +88,14 @@ def test_learning_rate_anneals_by_steps_or_time_budget_whichever_ends_first():
     assert learning_rate_at(1000, 0.0, config, 0) == pytest.approx(0.02)
     # half the steps but the whole time budget spent: fully annealed
     assert learning_rate_at(550, 600.0, config, 600.0) == pytest.approx(0.02)
+
+
+def test_focus_words_fill_the_requested_share_of_ways():
+    labels = _labels(200, 10)
+    focus = {f"word{w}" for w in range(10)}  # 5% of the vocabulary
+    sampler = EpisodeSampler(labels, EpisodeConfig(ways=10), focus_words=focus, focus_fraction=0.5)
+    rng = np.random.default_rng(1)
+    shares = [np.mean([w in focus for w in sampler.sample(rng).words]) for _ in range(400)]
+    assert abs(np.mean(shares) - 0.5) < 0.03
+    plain = EpisodeSampler(labels, EpisodeConfig(ways=10))
+    assert np.mean([np.mean([w in focus for w in plain.sample(rng).words]) for _ in range(400)]) < 0.1

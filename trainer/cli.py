@@ -24,13 +24,10 @@ from pathlib import Path
 from trainer.config import TrainConfig, load_config
 from trainer.datasets import Clip
 
-SYNTHETIC_SOURCES = ("synth", "synth_quick")
-
 
 def training_clip_id(clip: Clip) -> str:
     """A clip's id for the disjointness check: its path from its dataset folder's parent."""
-    parts = clip.path.parts
-    return "/".join(parts[-4:]) if clip.source not in SYNTHETIC_SOURCES else "/".join(parts[-3:])
+    return "/".join(clip.path.parts[-4:])
 
 
 def _train(config: TrainConfig, run_dir: Path) -> None:
@@ -66,6 +63,14 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, random_weights: bool 
         "held_out_languages": config.data.held_out_languages,
         "steps": history[-1]["step"] if history else 0,
         "best_validation_accuracy": max((h["validation_accuracy"] for h in history), default=None),
+        "recipe": {
+            "loss_weights": {
+                "prototypical": config.prototypical_weight,
+                "classification": config.classification_weight,
+                "distillation": config.distillation_weight,
+            },
+            "real_word_fraction": config.real_word_fraction,
+        },
         **timing,
     }
     representative = representative_windows(data, config.representative_windows, config.seed)
@@ -75,7 +80,7 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, random_weights: bool 
     noise = data.train_maker.noise_bank
     # Real recordings that trained the model, for the evaluation's disjointness check (synthetic voices
     # are identified by the generator's seed and speaker ids in the corpus summary instead).
-    clip_ids = [training_clip_id(c) for c in data.corpus.train if c.source not in SYNTHETIC_SOURCES]
+    clip_ids = [training_clip_id(c) for c in data.corpus.train if c.source not in config.synthetic_sources]
     manifest = export(
         model,
         config,

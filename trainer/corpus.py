@@ -4,14 +4,16 @@ Excluded, always: the reserved evaluation words (and their homophones and
 translations, see ``trainer.reserved``), every word of a held-out
 language, and every speaker who also speaks a reserved word in the same dataset
 (so cross-speaker evaluation figures are on unseen voices too). The remaining
-words are split word-disjointly into training and validation.
+words are split word-disjointly into training and validation. An English word keeps one
+class whatever the source (``en_open`` from a recorded dataset is the TTS word ``open``), so
+that recordings and synthetic takes of a word pull towards the same point.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,7 +39,11 @@ def _usable(clips: list[Clip], held_out_languages: list[str]) -> tuple[list[Clip
         if is_reserved(clip.spoken_text) or clip.speaker_key in reserved_speakers:
             continue
         (held_out if clip.lang in held_out_languages else kept).append(clip)
-    return kept, held_out
+    return [_english_label(c) for c in kept], held_out
+
+
+def _english_label(clip: Clip) -> Clip:
+    return replace(clip, word=clip.word[3:]) if clip.lang == "en" and clip.word.startswith("en_") else clip
 
 
 def build_corpus(config: DataConfig, seed: int) -> Corpus:

@@ -8,7 +8,7 @@ prototype, and open-set queries (other words, noise) must land near none.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -46,9 +46,20 @@ class Episode:
 
 
 class EpisodeSampler:
-    """Draws episodes from clips labelled by word; support and query clips never overlap."""
+    """Draws episodes from clips labelled by word; support and query clips never overlap.
 
-    def __init__(self, labels: Sequence[str], config: EpisodeConfig) -> None:
+    ``focus_words`` (for instance the words people recorded, among thousands of TTS words) fill
+    each of an episode's ways with probability ``focus_fraction`` instead of their share of the
+    vocabulary; the other ways come from the remaining words.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[str],
+        config: EpisodeConfig,
+        focus_words: Collection[str] = (),
+        focus_fraction: float = 0.0,
+    ) -> None:
         self.config = config
         by_word: dict[str, list[int]] = defaultdict(list)
         for index, word in enumerate(labels):
@@ -60,11 +71,20 @@ class EpisodeSampler:
                 f"need more than {config.ways} words with >= {config.clips_per_word} clips each "
                 f"for {config.ways}-way episodes (plus unknown words); found {len(self.eligible)}"
             )
+        focus = set(focus_words)
+        self.focus = [w for w in self.eligible if w in focus]
+        self.rest = [w for w in self.eligible if w not in focus]
+        self.focus_fraction = focus_fraction if self.focus and self.rest else 0.0
 
     def sample(self, rng: np.random.Generator) -> Episode:
         c = self.config
-        chosen = rng.choice(len(self.eligible), size=c.ways, replace=False)
-        words = [self.eligible[i] for i in chosen]
+        if self.focus_fraction > 0:
+            focused = min(rng.binomial(c.ways, self.focus_fraction), len(self.focus))
+            focused = max(focused, c.ways - len(self.rest))
+            words = [self.focus[i] for i in rng.choice(len(self.focus), size=focused, replace=False)]
+            words += [self.rest[i] for i in rng.choice(len(self.rest), size=c.ways - focused, replace=False)]
+        else:
+            words = [self.eligible[i] for i in rng.choice(len(self.eligible), size=c.ways, replace=False)]
         picks = np.stack([rng.choice(self.by_word[w], size=c.clips_per_word, replace=False) for w in words])
         others = [w for w in self.by_word if w not in set(words)]
         unknown_words = rng.choice(len(others), size=c.unknown_queries, replace=True)

@@ -25,6 +25,8 @@ L2-normalised {manifest.embedding_size}-dim embedding |
 | compute | {f.get("macs_per_window")} multiply-accumulates per window |
 | training | {t.get("steps")} episodes ({json.dumps(t.get("episodes"))}), {t.get("train_minutes", "?")} min, \
 seed {t.get("seed")} |
+| recipe | loss weights {json.dumps(t.get("recipe", {}).get("loss_weights"))}; \
+{100 * t.get("recipe", {}).get("real_word_fraction", 0):.0f}% of episode words drawn from recorded words |
 | held-out languages | {", ".join(t.get("held_out_languages", []))} |
 | validation (held-out words) | float {f.get("float_validation_accuracy")}, int8 {f.get("int8_validation_accuracy")} \
 few-shot accuracy; int8/float mean cosine {f.get("int8_mean_cosine")} |

@@ -13,7 +13,7 @@ import logging
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +67,11 @@ class EpisodeMaker:
         window_frames: int,
         frontend: FrontendConfig,
         seed: int,
+        focus_words: Collection[str] = (),
+        focus_fraction: float = 0.0,
     ) -> None:
         self.bank = bank
-        self.sampler = EpisodeSampler(labels, episode_config)
+        self.sampler = EpisodeSampler(labels, episode_config, focus_words, focus_fraction)
         self.words = sorted(set(labels))
         lookup = {word: i for i, word in enumerate(self.words)}
         self.word_ids = np.array([lookup[word] for word in labels], dtype=np.int32)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,14 @@ def prepare_data(config: TrainConfig, frontend: FrontendConfig) -> TrainingData:
     common = dict(noise_bank=noise, window_frames=config.encoder.window_frames, frontend=frontend)
     augmenter = Augmenter.from_dict(config.augment, noise, frontend)
     train_maker = EpisodeMaker(
-        train_bank, [c.word for c in corpus.train], config.episodes, augmenter, seed=config.seed, **common
+        train_bank,
+        [c.word for c in corpus.train],
+        config.episodes,
+        augmenter,
+        seed=config.seed,
+        focus_words=_recorded_words(config, corpus),
+        focus_fraction=config.real_word_fraction,
+        **common,
     )
     validation_maker = EpisodeMaker(
         validation_bank,
@@ -109,24 +117,30 @@ def prepare_data(config: TrainConfig, frontend: FrontendConfig) -> TrainingData:
     return TrainingData(corpus, train_maker, validation, mean, std, _teacher_targets(config, corpus, train_bank))
 
 
+def _recorded_words(config: TrainConfig, corpus: Corpus) -> set[str]:
+    """Training words with enough clips recorded by people (not TTS) to fill an episode's way alone."""
+    counts = Counter(c.word for c in corpus.train if c.source not in config.synthetic_sources)
+    words = {w for w, n in counts.items() if n >= config.episodes.clips_per_word}
+    log.info("%d training words recorded by people; %.0f%% of episode ways drawn from them", len(words),
+             100 * config.real_word_fraction if words else 0)  # fmt: skip
+    return words
+
+
 def _teacher_targets(config: TrainConfig, corpus: Corpus, bank: list[np.ndarray]) -> np.ndarray | None:
-    """Centred, normalised teacher vectors per training clip (README of the teacher: centring helps)."""
+    """Centred, normalised teacher vectors for every training clip (README of the teacher: centring helps).
+
+    TTS clips get targets too: the teacher's geometry on any speech is what the student should copy,
+    and the bulk of the inputs it can be shown are synthetic.
+    """
     if config.distillation_weight <= 0:
         return None
     if not (teacher_dir() / "embedding_model.onnx").is_file():
         log.warning("distillation off: teacher model not found in %s", teacher_dir())
         return None
-    chosen = [i for i, c in enumerate(corpus.train) if c.source not in config.distillation_skip_sources]
-    if not chosen:
-        return None
-    computed = teacher_targets(
-        [bank[i] for i in chosen], [corpus.train[i].path for i in chosen], resolve_path("data_cache/teacher")
-    )
-    computed -= computed.mean(axis=0)
-    targets = np.zeros((len(bank), computed.shape[1]), np.float32)
-    targets[chosen] = computed / (np.linalg.norm(computed, axis=1, keepdims=True) + 1e-9)
-    log.info("distillation targets for %d of %d training clips", len(chosen), len(bank))
-    return targets
+    targets = teacher_targets(bank, [c.path for c in corpus.train], resolve_path("data_cache/teacher"))
+    targets -= targets.mean(axis=0)
+    log.info("distillation targets for all %d training clips", len(bank))
+    return (targets / (np.linalg.norm(targets, axis=1, keepdims=True) + 1e-9)).astype(np.float32)
 
 
 def validation_accuracy(model: keras.Model, features: np.ndarray, config: EpisodeConfig) -> tuple[float, float]:

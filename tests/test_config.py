@@ -1,0 +1,24 @@
+"""Training configs: a file can start from another and change only what it names."""
+
+from trainer.config import REPO_ROOT, load_config
+
+
+def test_base_file_is_merged_key_by_key(tmp_path):
+    (tmp_path / "base.toml").write_text(
+        'steps = 100\nlearning_rate = 0.01\n[data]\nsources = ["a", "b"]\nheld_out_languages = ["zh"]\n'
+        "[episodes]\nways = 7\nshots = 3\n"
+    )
+    (tmp_path / "row.toml").write_text('base = "base.toml"\nsteps = 5\n[data]\nsources = ["a"]\n')
+    config = load_config(tmp_path / "row.toml")
+    assert config.steps == 5 and config.learning_rate == 0.01
+    assert config.data.sources == ["a"] and config.data.held_out_languages == ["zh"]
+    assert (config.episodes.ways, config.episodes.shots) == (7, 3)
+
+
+def test_shipped_configs_load():
+    for path in sorted((REPO_ROOT / "configs").rglob("*.toml")):
+        config = load_config(path)
+        assert config.encoder.window_frames > 0, path
+    row = load_config(REPO_ROOT / "configs/ablation/1_tts_only.toml")
+    assert row.data.sources == ["data_cache/synth"] and row.distillation_weight == 0 and row.steps == 600
+    assert row.data.negatives == load_config(REPO_ROOT / "configs/default.toml").data.negatives
