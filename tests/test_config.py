@@ -20,5 +20,5 @@ def test_shipped_configs_load():
         config = load_config(path)
         assert config.encoder.window_frames > 0, path
     row = load_config(REPO_ROOT / "configs/ablation/1_tts_only.toml")
-    assert row.data.sources == ["data_cache/synth"] and row.distillation_weight == 0 and row.steps == 600
+    assert row.data.sources == ["data_cache/synth"] and row.distillation_weight == 0 and row.steps == 1200
     assert row.data.negatives == load_config(REPO_ROOT / "configs/default.toml").data.negatives

@@ -92,7 +92,7 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, random_weights: bool 
         noise,
         clip_ids,
         name="random-weights baseline" if random_weights else "encoder",
-        enforce_parity=not random_weights,
+        enforce_parity=config.parity_gate and not random_weights,
     )
     write_model_card(out, manifest)
     logging.info("exported %s (%d bytes): %s", out, manifest.figures["model_bytes"], manifest.figures)

@@ -78,6 +78,9 @@ class TrainConfig:
     workers: int = 0  # episode builder processes; 0 = number of cores
     representative_windows: int = 300  # for int8 calibration at export
     negative_bank_size: int = 2000  # embeddings shipped beside the model for threshold calibration
+    # Refuse an export whose int8 model drifts from the float one (trainer/export.py). Off only for
+    # short comparison runs (ablation rows), whose drift is still measured and written to the manifest.
+    parity_gate: bool = True
     time_budget_minutes: float = 0.0  # stop training early after this long (0: no limit)
 
     def to_dict(self) -> dict:

@@ -132,7 +132,7 @@ def export(
         }
         log.info("export parity: %s", figures)
         if not enforce_parity:
-            log.warning("parity not enforced (a baseline export): %s", figures)
+            log.warning("parity not enforced (a baseline or comparison export): %s", figures)
         elif figures["int8_mean_cosine"] < MIN_MEAN_COSINE:
             raise ExportError(
                 f"int8 embeddings drift from float: mean cosine {figures['int8_mean_cosine']:.4f} < {MIN_MEAN_COSINE}"
