@@ -79,7 +79,7 @@ ablation: $(ABLATION_MODELS) ## train the ablation rows (configs/ablation, 1200 
 		--write-benchmarks $(foreach row,$(ABLATION_ROWS),--also $(row)=build/ablation/$(row)/encoder.tflite)
 
 eval: ## few-shot and streaming evaluation vs baselines; updates BENCHMARKS.md
-	$(PY) -m trainer.evaluation all --model firmware_models/encoder.tflite --results docs/eval --write-benchmarks \
+	$(PY) -m trainer.evaluation all --model firmware_models/encoder.tflite --results docs/eval --write-benchmarks --update-model-card \
 		$(if $(wildcard build/baselines/random/encoder.tflite),--also random-weights=build/baselines/random/encoder.tflite,) \
 		$(if $(wildcard build/baselines/classification/encoder.tflite),--also classification=build/baselines/classification/encoder.tflite,)
 

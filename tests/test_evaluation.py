@@ -453,3 +453,16 @@ def test_peer_embeds_clips_as_unit_vectors():
     assert np.all(np.isfinite(rows))
     assert np.linalg.norm(rows, axis=1) == pytest.approx([1.0, 1.0], abs=1e-4)
     assert float(rows[0] @ rows[1]) < 0.99  # different sounds, different vectors
+
+
+def test_model_card_measured_section_is_replaced_not_appended(tmp_path):
+    from trainer.evaluation import report
+
+    card = tmp_path / "README.md"
+    assert not report.update_model_card(card, f"{report.CARD_SECTION}\n\nfirst\n")
+    card.write_text("# Encoder\n\nmade by export\n")
+    assert report.update_model_card(card, f"{report.CARD_SECTION}\n\n| a | 1 |\n")
+    assert report.update_model_card(card, f"{report.CARD_SECTION}\n\n| a | 2 |\n")
+    text = card.read_text()
+    assert text.startswith("# Encoder\n\nmade by export\n\n") and text.count(report.CARD_SECTION) == 1
+    assert "| a | 2 |" in text and "| a | 1 |" not in text

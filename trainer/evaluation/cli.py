@@ -210,6 +210,21 @@ class Run:
             lines += ["", f"![{title}]({Path(os.path.relpath(path.resolve(), relative_to.resolve())).as_posix()})"]
         return "\n".join(lines) + "\n"
 
+    def card_section(self) -> str:
+        """The model card's measured few-shot section: the closed-set table of this run."""
+        closed = [s for s in self.fewshot if not s.get("open_set")]
+        return "\n".join(
+            [
+                f"{report.CARD_SECTION} (words never trained on)",
+                "",
+                f"`{report.command_line(self.args.argv)}` on {report.today()} ({report.machine()}); "
+                "10-way episodes, accuracy % ± 95% CI, every method on the same episodes. "
+                "Full section, open set and streaming figures: `BENCHMARKS.md`.",
+                "",
+                report.markdown_table(*report.fewshot_rows(closed)),
+            ]
+        )
+
     def finish(self, name: str) -> None:
         (self.results / f"{name}.md").write_text(self.markdown(self.results))
         report.write_json(
@@ -227,6 +242,10 @@ class Run:
         if self.args.write_benchmarks:
             benchmarks = Path(self.args.benchmarks)
             report.append_benchmarks(benchmarks, self.markdown(benchmarks.parent))
+        if getattr(self.args, "update_model_card", False) and self.fewshot:
+            card = Path(self.args.model).parent / "README.md"
+            if report.update_model_card(card, self.card_section()):
+                print(f"updated the measured section of {card}")
         print(f"\nwrote {self.results / (name + '.md')} ({(time.perf_counter() - self.started) / 60:.1f} min)")
 
 
@@ -432,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     everything = commands.add_parser("all", help="the standard suite (make eval)")
     _common(everything)
+    everything.add_argument(
+        "--update-model-card", action="store_true", help="write the few-shot table into the README.md beside --model"
+    )
     _fewshot_options(everything, 400)
     _stream_options(everything, 60.0)
     return parser

@@ -203,6 +203,22 @@ def today() -> str:
     return _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
 
 
+CARD_SECTION = "## Measured few-shot accuracy"
+
+
+def update_model_card(card: Path, section: str) -> bool:
+    """Replace the model card's measured section (or add it) with ``section``; False when there is no card.
+
+    ``make export`` rewrites the card from the manifest and cannot know accuracy on unseen words;
+    ``make eval`` measures it and writes it here, so the card never carries a typed-in figure.
+    """
+    if not card.is_file():
+        return False
+    head = card.read_text().split(CARD_SECTION)[0].rstrip()
+    card.write_text(f"{head}\n\n{section.rstrip()}\n")
+    return True
+
+
 def append_benchmarks(path: Path, section: str) -> None:
     """Append a dated section (creating the file with a title if needed)."""
     if not path.exists():
