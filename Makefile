@@ -74,7 +74,7 @@ ABLATION_MODELS := $(foreach row,$(ABLATION_ROWS),build/ablation/$(row)/encoder.
 build/ablation/%/encoder.tflite: configs/ablation/%.toml configs/ablation/_short.toml
 	$(PY) -m trainer.cli all --config $< --run runs/ablation/$* --out $@
 
-ablation: $(ABLATION_MODELS) ## train the ablation rows (configs/ablation, 1200 episodes each; ~11 min a row) and compare them with the shipped encoder and the teacher
+ablation: $(ABLATION_MODELS) ## train the ablation rows (configs/ablation, 1200 episodes each; ~8 min a row) and compare them with the shipped encoder and the teacher
 	$(PY) -m trainer.evaluation all --negative-minutes 0 --model firmware_models/encoder.tflite --results docs/ablation \
 		--write-benchmarks $(foreach row,$(ABLATION_ROWS),--also $(row)=build/ablation/$(row)/encoder.tflite)
 
