@@ -64,13 +64,13 @@ from trainer.synth import (
     build_vocabulary,
     chunk_by_speaker,
     distinct_speakers,
+    finish_run,
     folder_name,
     prune,
     run_chunks,
     trim_silence,
     wav_duration,
     write_atomic,
-    write_manifest,
 )
 
 log = logging.getLogger("trainer.kokoro_voices")
@@ -568,19 +568,7 @@ def generate(
             out_dir, chunks, render_chunk, workers, "kokoro", _init_worker, (files, 1)
         )
 
-    rows = []
-    for job in clips:
-        duration = wav_duration(out_dir / job.relpath)
-        if duration is not None:
-            rows.append(_manifest_row(job, duration))
-    write_manifest(out_dir, rows)
-    summary.clips = len(rows)
-    summary.words = len({row["word"] for row in rows})
-    summary.speakers = len({row["speaker"] for row in rows})
-    summary.engines = {"kokoro": len(rows)} if rows else {}
-    summary.audio_hours = sum(float(row["duration"]) for row in rows) / 3600
-    summary.seconds = time.monotonic() - start
-    return summary
+    return finish_run(out_dir, clips, _manifest_row, summary, start)
 
 
 # ---------------------------------------------------------------------------------------

@@ -825,11 +825,20 @@ def generate(
         chunks = chunk_by_speaker(pending, chunk_size, f"chunks:{seed}")
         summary.new, summary.failed = run_chunks(out_dir, chunks, render_chunk, jobs or os.cpu_count() or 1, "synth")
 
+    return finish_run(out_dir, plan, _manifest_row, summary, start)
+
+
+def finish_run(out_dir: Path, plan: Sequence, manifest_row: Callable, summary: Summary, start: float) -> Summary:
+    """Write the manifest of every planned clip now on disk and fill ``summary``'s totals from it.
+
+    Shared by this generator and the Kokoro one: both plan jobs with a ``relpath`` and describe a
+    finished clip with ``manifest_row(job, duration)`` (a dict with word, speaker, engine, duration).
+    """
     rows = []
     for job in plan:
         duration = wav_duration(out_dir / job.relpath)
         if duration is not None:
-            rows.append(_manifest_row(job, duration))
+            rows.append(manifest_row(job, duration))
     write_manifest(out_dir, rows)
     summary.clips = len(rows)
     summary.words = len({row["word"] for row in rows})
