@@ -35,14 +35,8 @@ VENV="$(mkdir -p "$(dirname "$VENV")" && cd "$(dirname "$VENV")" && pwd)/$(basen
 say() { echo "install_device: $*"; }
 
 # -- 1. PortAudio ---------------------------------------------------------------------------------------
-if [ "$APT" = 1 ] && command -v apt-get > /dev/null; then
-    if ! dpkg-query -W -f='${Status}' libportaudio2 2> /dev/null | grep -q "install ok installed"; then
-        SUDO=()
-        [ "$(id -u)" -ne 0 ] && SUDO=(sudo)
-        say "installing libportaudio2 (PortAudio, for the microphone)"
-        "${SUDO[@]}" apt-get update -qq
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libportaudio2
-    fi
+if [ "$APT" = 1 ]; then
+    bash "$REPO/scripts/apt_missing.sh" --why "PortAudio, for the microphone" libportaudio2
 fi
 
 # -- 2. the venv ----------------------------------------------------------------------------------------

@@ -63,14 +63,8 @@ if check; then
 fi
 
 # -- 1. PortAudio headers, for building pyaudio --------------------------------------------------------
-if [ "$APT" = 1 ] && command -v apt-get > /dev/null; then
-    if ! dpkg-query -W -f='${Status}' portaudio19-dev 2> /dev/null | grep -q "install ok installed"; then
-        SUDO=()
-        [ "$(id -u)" -ne 0 ] && SUDO=(sudo)
-        say "installing portaudio19-dev (PortAudio headers; pyaudio compiles against them)"
-        "${SUDO[@]}" apt-get update -qq
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends portaudio19-dev
-    fi
+if [ "$APT" = 1 ]; then
+    bash "$REPO/scripts/apt_missing.sh" --why "PortAudio headers; pyaudio compiles against them" portaudio19-dev
 fi
 
 # -- 2. the venv -----------------------------------------------------------------------------------------
