@@ -60,7 +60,7 @@ class TrainingData:
     validation_features: np.ndarray  # [episodes, size, frames, mels]
     feature_mean: np.ndarray
     feature_std: np.ndarray
-    teacher_targets: np.ndarray | None  # [training clips, 96] centred unit vectors (zeros: no target), or None
+    teacher_targets: np.ndarray | None  # [training clips, 96] centred unit vectors, or None
 
 
 def learning_rate_at(step: int, elapsed_seconds: float, config: TrainConfig, budget_seconds: float) -> float:
@@ -238,8 +238,7 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
             distillation = tf.constant(0.0)
             if distil:
                 targets = tf.gather(target_table, safe_index)
-                has_target = keep & (tf.reduce_sum(tf.abs(targets), axis=1) > 0)
-                distillation = distillation_loss(embeddings, targets, head.projection, has_target)
+                distillation = distillation_loss(embeddings, targets, head.projection, keep)
                 total += config.distillation_weight * distillation
             scaled = total / replicas
         gradients = tape.gradient(scaled, trainable)
