@@ -22,3 +22,22 @@ def test_shipped_configs_load():
     row = load_config(REPO_ROOT / "configs/ablation/1_tts_only.toml")
     assert row.data.sources == ["data_cache/synth"] and row.distillation_weight == 0 and row.steps == 1200
     assert row.data.negatives == load_config(REPO_ROOT / "configs/default.toml").data.negatives
+
+
+def test_every_config_encoder_fits_the_device_budget():
+    """At most 10 M multiply-accumulates per window (issue budget), checked before anyone trains for an hour."""
+    from trainer.model import build_encoder, count_macs
+
+    for path in sorted((REPO_ROOT / "configs").rglob("*.toml")):
+        macs = count_macs(build_encoder(load_config(path).encoder))
+        assert macs <= 10_000_000, f"{path.name}: {macs} MACs per window"
+
+
+def test_shipped_encoder_within_size_and_compute_budget():
+    """The committed int8 model: at most 150 KB and 10 M MACs, as its manifest measured them at export."""
+    from device.manifest import load_manifest
+
+    manifest = load_manifest(REPO_ROOT / "firmware_models/encoder.tflite")
+    assert manifest.figures["model_bytes"] == (REPO_ROOT / "firmware_models/encoder.tflite").stat().st_size
+    assert manifest.figures["model_bytes"] <= 150 * 1024
+    assert manifest.figures["macs_per_window"] <= 10_000_000
