@@ -255,8 +255,8 @@ def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
         file=out,
     )
     details = [f"take scores (leave-one-out) {stats.get('take_scores_loo')}"]
-    if "negative_p999" in stats:
-        details.append(f"non-keyword p99.9 {stats['negative_p999']}")
+    if "negative_mean" in stats:
+        details.append(f"non-keyword speech {stats['negative_mean']} +- {stats['negative_std']}")
     log.info("%s", "; ".join(details))
     if "warning" in stats:
         print(f"warning: {stats['warning']}", file=sys.stderr)

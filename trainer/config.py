@@ -37,6 +37,7 @@ class DataConfig:
     sources: list[str] = field(default_factory=list)  # dataset folders in any supported layout
     noise: list[str] = field(default_factory=list)  # folders of background-noise wavs
     negatives: list[str] = field(default_factory=list)  # continuous non-keyword speech for the negative bank
+    sentences: list[str] = field(default_factory=list)  # unlabelled real speech: open-set windows, teacher targets
     held_out_languages: list[str] = field(default_factory=lambda: ["zh"])
     validation_word_fraction: float = 0.1
     min_clips_per_word: int = 4

@@ -21,6 +21,7 @@ class EpisodeConfig:
     queries: int = 5
     unknown_queries: int = 10  # clips of words outside the episode
     noise_queries: int = 5  # windows of background noise / silence
+    sentence_queries: int = 0  # windows of unlabelled continuous speech (trainer.sentences), open-set
 
     @property
     def clips_per_word(self) -> int:
@@ -28,8 +29,8 @@ class EpisodeConfig:
 
     @property
     def size(self) -> int:
-        """Windows per episode: supports, queries, unknown words, noise."""
-        return self.ways * self.clips_per_word + self.unknown_queries + self.noise_queries
+        """Windows per episode: supports, queries, unknown words, sentence windows, noise."""
+        return self.ways * self.clips_per_word + self.unknown_queries + self.sentence_queries + self.noise_queries
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -69,8 +69,12 @@ class EpisodeMaker:
         seed: int,
         focus_words: Collection[str] = (),
         focus_fraction: float = 0.0,
+        sentences: Sequence[np.ndarray] = (),
     ) -> None:
+        if episode_config.sentence_queries and not sentences:
+            raise ValueError("episodes ask for sentence windows, but none were given")
         self.bank = bank
+        self.sentences = sentences
         self.sampler = EpisodeSampler(labels, episode_config, focus_words, focus_fraction)
         self.words = sorted(set(labels))
         lookup = {word: i for i, word in enumerate(self.words)}
@@ -95,16 +99,19 @@ class EpisodeMaker:
         return self.features_and_labels(index)[0]
 
     def features_and_labels(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Windows plus each window's clip index into the bank (-1 for noise windows)."""
+        """Windows and their indices: into the bank, ``len(bank) + j`` for sentence window ``j``, -1 for noise."""
         episode, rng = self.episode(index)
         order = np.concatenate([episode.support.reshape(-1), episode.query.reshape(-1), episode.unknown])
-        windows = [self._speech_window(i, rng) for i in order]
+        windows = [self._speech_window(self.bank[i], rng) for i in order]
+        sentence_picks = rng.integers(0, max(1, len(self.sentences)), self.config.sentence_queries)
+        windows += [self._speech_window(self.sentences[j], rng) for j in sentence_picks]
         windows += [self._noise_window(rng) for _ in range(self.config.noise_queries)]
-        labels = np.concatenate([order, np.full(self.config.noise_queries, -1)]).astype(np.int32)
+        labels = np.concatenate([order, len(self.bank) + sentence_picks, np.full(self.config.noise_queries, -1)])
+        labels = labels.astype(np.int32)
         return np.stack([self._to_features(w, rng) for w in windows]), labels
 
-    def _speech_window(self, clip_index: int, rng: np.random.Generator) -> np.ndarray:
-        speech = self.bank[clip_index].astype(np.float32) / 32768.0
+    def _speech_window(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        speech = clip.astype(np.float32) / 32768.0
         if self.augmenter is None:
             return centre_in_window(speech, self.window_samples)
         return self.augmenter(speech, self.window_samples, rng)

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import keras
@@ -31,6 +31,7 @@ from trainer.episodes import EpisodeConfig
 from trainer.losses import additive_margin_loss, distillation_loss, episode_loss
 from trainer.model import build_encoder
 from trainer.pipeline import EpisodeMaker, load_bank, stream_episodes
+from trainer.sentences import load_sentence_windows
 from trainer.teacher import teacher_dir, teacher_targets
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class TrainingData:
     validation_features: np.ndarray  # [episodes, size, frames, mels]
     feature_mean: np.ndarray
     feature_std: np.ndarray
-    teacher_targets: np.ndarray | None  # [training clips, 96] centred unit vectors, or None
+    teacher_targets: np.ndarray | None  # [training clips + sentence windows, 96] centred unit vectors, or None
 
 
 def learning_rate_at(step: int, elapsed_seconds: float, config: TrainConfig, budget_seconds: float) -> float:
@@ -93,14 +94,17 @@ def prepare_data(config: TrainConfig, frontend: FrontendConfig) -> TrainingData:
     validation_bank = load_bank(corpus.validation, desc="decoding validation clips")
     common = dict(noise_bank=noise, window_frames=config.encoder.window_frames, frontend=frontend)
     augmenter = Augmenter.from_dict(config.augment, noise, frontend)
+    sentences, sentence_keys = _sentence_windows(config, frontend)
+    episodes = config.episodes if sentences else replace(config.episodes, sentence_queries=0)
     train_maker = EpisodeMaker(
         train_bank,
         [c.word for c in corpus.train],
-        config.episodes,
+        episodes,
         augmenter,
         seed=config.seed,
         focus_words=_recorded_words(config, corpus),
         focus_fraction=config.real_word_fraction,
+        sentences=sentences,
         **common,
     )
     validation_maker = EpisodeMaker(
@@ -114,7 +118,19 @@ def prepare_data(config: TrainConfig, frontend: FrontendConfig) -> TrainingData:
     validation = np.stack([validation_maker.features(i) for i in range(config.num_validation_episodes)])
     sample = np.concatenate([train_maker.features(i) for i in range(4)]).reshape(-1, frontend.num_mels)
     mean, std = sample.mean(axis=0), sample.std(axis=0) + 1e-3
-    return TrainingData(corpus, train_maker, validation, mean, std, _teacher_targets(config, corpus, train_bank))
+    targets = _teacher_targets(config, [*train_bank, *sentences], [*(c.path for c in corpus.train), *sentence_keys])
+    return TrainingData(corpus, train_maker, validation, mean, std, targets)
+
+
+def _sentence_windows(config: TrainConfig, frontend: FrontendConfig) -> tuple[list[np.ndarray], list[Path]]:
+    """Windows of the configured unlabelled sentences, or none (with one line saying why)."""
+    if not config.episodes.sentence_queries:
+        return [], []
+    folders = [resolve_path(p) for p in config.data.sentences]
+    windows, keys = load_sentence_windows(folders, frontend.samples_for_frames(config.encoder.window_frames))
+    if not windows:
+        log.warning("no sentence audio in %s: episodes go without sentence windows", [str(f) for f in folders])
+    return windows, keys
 
 
 def _recorded_words(config: TrainConfig, corpus: Corpus) -> set[str]:
@@ -126,8 +142,8 @@ def _recorded_words(config: TrainConfig, corpus: Corpus) -> set[str]:
     return words
 
 
-def _teacher_targets(config: TrainConfig, corpus: Corpus, bank: list[np.ndarray]) -> np.ndarray | None:
-    """Centred, normalised teacher vectors for every training clip (README of the teacher: centring helps).
+def _teacher_targets(config: TrainConfig, bank: list[np.ndarray], keys: list[Path]) -> np.ndarray | None:
+    """Centred, normalised teacher vectors for every training clip and sentence window (centring helps).
 
     TTS clips get targets too: the teacher's geometry on any speech is what the student should copy,
     and the bulk of the inputs it can be shown are synthetic.
@@ -137,9 +153,9 @@ def _teacher_targets(config: TrainConfig, corpus: Corpus, bank: list[np.ndarray]
     if not (teacher_dir() / "embedding_model.onnx").is_file():
         log.warning("distillation off: teacher model not found in %s", teacher_dir())
         return None
-    targets = teacher_targets(bank, [c.path for c in corpus.train], resolve_path("data_cache/teacher"))
+    targets = teacher_targets(bank, keys, resolve_path("data_cache/teacher"))
     targets -= targets.mean(axis=0)
-    log.info("distillation targets for all %d training clips", len(bank))
+    log.info("distillation targets for all %d training clips and sentence windows", len(bank))
     return (targets / (np.linalg.norm(targets, axis=1, keepdims=True) + 1e-9)).astype(np.float32)
 
 
@@ -198,7 +214,7 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
     )
     strategy = strategy_for_this_machine()
     replicas = strategy.num_replicas_in_sync
-    ep = config.episodes
+    ep = data.train_maker.config
     with strategy.scope():
         model = build_encoder(config.encoder, data.feature_mean, data.feature_std)
         head = LossHead(len(data.train_maker.words), config.encoder.embedding_size)
@@ -217,7 +233,9 @@ def train(config: TrainConfig, run_dir: Path) -> Path:
             step, best = int(saved["step"]), float(saved["best"])
         log.info("resumed from %s at step %d (best validation %.3f)", checkpoint, step, best)
 
-    word_table = tf.constant(data.train_maker.word_ids)
+    # sentence windows (indices past the clips) have no word: -1 keeps them out of the classification loss
+    unlabelled = np.full(len(data.train_maker.sentences), -1, np.int32)
+    word_table = tf.constant(np.concatenate([data.train_maker.word_ids, unlabelled]))
     distil = data.teacher_targets is not None
     target_table = tf.constant(data.teacher_targets if distil else np.zeros((1, 96), np.float32))
 
