@@ -127,6 +127,11 @@ def _sentence_windows(config: TrainConfig, frontend: FrontendConfig) -> tuple[li
     if not config.episodes.sentence_queries:
         return [], []
     folders = [resolve_path(p) for p in config.data.sentences]
+    negatives = [resolve_path(p) for p in config.data.negatives]
+    shared = [str(f) for f in folders if any(f.is_relative_to(n) or n.is_relative_to(f) for n in negatives)]
+    if shared:
+        log.warning("%s is both training data and the negative bank's speech: the bank will score low and "
+                    "thresholds calibrated on it will be too permissive", sorted(shared))  # fmt: skip
     windows, keys = load_sentence_windows(folders, frontend.samples_for_frames(config.encoder.window_frames))
     if not windows:
         log.warning("no sentence audio in %s: episodes go without sentence windows", [str(f) for f in folders])
