@@ -7,8 +7,9 @@ import pytest
 
 from device.frontend import FrontendConfig
 from trainer.episodes import EpisodeConfig
+from trainer.negatives import speech_runs
 from trainer.pipeline import EpisodeMaker
-from trainer.sentences import cut_windows, load_sentence_windows
+from trainer.sentences import cut_windows, is_bank_speaker, load_sentence_windows
 
 RATE = 16000
 
@@ -34,13 +35,7 @@ def test_audio_shorter_than_a_window_gives_none():
 
 
 def test_windows_are_keyed_by_file_and_start(tmp_path):
-    folder = tmp_path / "speaker1"
-    folder.mkdir()
-    with wave.open(str(folder / "s1.wav"), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(RATE)
-        handle.writeframes((_tone(1.0) * 32767).astype(np.int16).tobytes())
+    _write_tone(tmp_path / "speaker1" / "s1.wav")
     windows, keys = load_sentence_windows([tmp_path, tmp_path / "absent"], RATE // 2, hop_seconds=0.25, workers=1)
     assert [k.name for k in keys] == ["s1.wav#0", "s1.wav#4000", "s1.wav#8000"]
     assert len(windows) == 3
@@ -69,3 +64,24 @@ def test_sentence_windows_sit_between_unknown_words_and_noise_with_indices_past_
 def test_asking_for_sentence_windows_without_any_is_an_error():
     with pytest.raises(ValueError, match="sentence windows"):
         _maker(2, [])
+
+
+def _write_tone(path, seconds: float = 1.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(RATE)
+        handle.writeframes((_tone(seconds) * 32767).astype(np.int16).tobytes())
+
+
+def test_bank_speakers_never_reach_training_and_are_all_the_bank_hears(tmp_path):
+    for speaker in range(40):
+        _write_tone(tmp_path / f"so-{speaker:04d}" / "s.wav")
+    bank = {f"so-{s:04d}" for s in range(40) if is_bank_speaker(tmp_path / f"so-{s:04d}" / "s.wav", 0.25)}
+    assert 4 <= len(bank) <= 18  # about a quarter, by a stable hash of the folder name
+    _, keys = load_sentence_windows([tmp_path], RATE // 2, bank_fraction=0.25, hop_seconds=0.25, workers=1)
+    trained = {k.parent.name for k in keys}
+    assert trained and not trained & bank and len(trained) + len(bank) == 40
+    assert sum(1 for _ in speech_runs([tmp_path], [], seed=0, bank_fraction=0.25)) == len(bank)
+    assert sum(1 for _ in speech_runs([tmp_path], [], seed=0)) == 40  # no split: every file

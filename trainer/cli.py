@@ -75,7 +75,10 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, random_weights: bool 
     }
     representative = representative_windows(data, config.representative_windows, config.seed)
     speech = speech_runs(
-        [resolve_path(p) for p in config.data.negatives], [c.path for c in data.corpus.train], config.seed
+        [resolve_path(p) for p in config.data.negatives],
+        [c.path for c in data.corpus.train],
+        config.seed,
+        config.data.bank_speaker_fraction,
     )
     noise = data.train_maker.noise_bank
     # Real recordings that trained the model, for the evaluation's disjointness check (synthetic voices

@@ -38,6 +38,8 @@ class DataConfig:
     noise: list[str] = field(default_factory=list)  # folders of background-noise wavs
     negatives: list[str] = field(default_factory=list)  # continuous non-keyword speech for the negative bank
     sentences: list[str] = field(default_factory=list)  # unlabelled real speech: open-set windows, teacher targets
+    # Share of sentence speakers (folders) kept out of training for the negative bank (0: no split).
+    bank_speaker_fraction: float = 0.0
     held_out_languages: list[str] = field(default_factory=lambda: ["zh"])
     validation_word_fraction: float = 0.1
     min_clips_per_word: int = 4

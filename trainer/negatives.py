@@ -20,6 +20,7 @@ from device.encoder import Encoder
 from device.frontend import log_mel
 from trainer.augment import coloured_noise
 from trainer.pipeline import load_audio
+from trainer.sentences import is_bank_speaker
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,21 @@ def _windows(audio: np.ndarray, encoder: Encoder, hop_seconds: float, rng: np.ra
     return [frames[s : s + encoder.window_frames] for s in range(0, len(frames) - encoder.window_frames + 1, hop)]
 
 
-def speech_runs(folders: Sequence[Path], clips: Sequence[Path], seed: int) -> Iterator[np.ndarray]:
-    """Continuous speech: every audio file under ``folders`` (shuffled), else runs of 6 random ``clips``."""
+def speech_runs(
+    folders: Sequence[Path], clips: Sequence[Path], seed: int, bank_fraction: float = 0.0
+) -> Iterator[np.ndarray]:
+    """Continuous speech: every audio file under ``folders`` (shuffled), else runs of 6 random ``clips``.
+
+    With ``bank_fraction`` > 0 only the bank's share of speakers (``trainer.sentences.is_bank_speaker``)
+    is used: the rest may be training data.
+    """
     rng = np.random.default_rng(seed)
     files = sorted(
-        p for folder in folders if folder.is_dir() for p in folder.rglob("*") if p.suffix in (".wav", ".opus")
+        p
+        for folder in folders
+        if folder.is_dir()
+        for p in folder.rglob("*")
+        if p.suffix in (".wav", ".opus") and (bank_fraction <= 0 or is_bank_speaker(p, bank_fraction))
     )
     if files:
         for i in rng.permutation(len(files)):

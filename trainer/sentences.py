@@ -11,6 +11,7 @@ at a fixed hop, so each one has exactly one cached teacher vector.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -42,6 +43,17 @@ def sentence_files(folders: Sequence[Path]) -> list[Path]:
     return files
 
 
+def is_bank_speaker(path: Path, fraction: float) -> bool:
+    """Whether the file's speaker (its folder) belongs to the negative bank rather than to training.
+
+    The bank calibrates thresholds, so it must sound like speech the model has never been
+    pushed away from; a stable hash of the folder name splits speakers the same way in the
+    trainer and in the exporter, on every machine, with no list to keep in sync.
+    """
+    digest = hashlib.sha1(path.parent.name.encode()).digest()
+    return int.from_bytes(digest[:4], "big") < fraction * 2**32
+
+
 def cut_windows(audio: np.ndarray, window_samples: int, hop_samples: int) -> list[tuple[int, np.ndarray]]:
     """``(start, int16 window)`` every ``hop_samples``, minus windows far quieter than the file's loudest."""
     starts = range(0, len(audio) - window_samples + 1, hop_samples)
@@ -65,10 +77,15 @@ def _file_windows(path: Path, window_samples: int, hop_samples: int) -> list[tup
 
 
 def load_sentence_windows(
-    folders: Sequence[Path], window_samples: int, hop_seconds: float = 0.6, workers: int | None = None
+    folders: Sequence[Path],
+    window_samples: int,
+    bank_fraction: float = 0.0,
+    hop_seconds: float = 0.6,
+    workers: int | None = None,
 ) -> tuple[list[np.ndarray], list[Path]]:
-    """All kept windows of every sentence file (int16) and their keys (``file#start``, for the teacher cache)."""
-    files = sentence_files(folders)
+    """Kept windows (int16) of every sentence file whose speaker is not a bank speaker, and their keys
+    (``file#start``, for the teacher cache)."""
+    files = [f for f in sentence_files(folders) if not is_bank_speaker(f, bank_fraction)]
     if not files:
         return [], []
     cut = partial(_file_windows, window_samples=window_samples, hop_samples=int(hop_seconds * 16000))

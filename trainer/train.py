@@ -129,10 +129,11 @@ def _sentence_windows(config: TrainConfig, frontend: FrontendConfig) -> tuple[li
     folders = [resolve_path(p) for p in config.data.sentences]
     negatives = [resolve_path(p) for p in config.data.negatives]
     shared = [str(f) for f in folders if any(f.is_relative_to(n) or n.is_relative_to(f) for n in negatives)]
-    if shared:
+    if shared and config.data.bank_speaker_fraction <= 0:
         log.warning("%s is both training data and the negative bank's speech: the bank will score low and "
                     "thresholds calibrated on it will be too permissive", sorted(shared))  # fmt: skip
-    windows, keys = load_sentence_windows(folders, frontend.samples_for_frames(config.encoder.window_frames))
+    samples = frontend.samples_for_frames(config.encoder.window_frames)
+    windows, keys = load_sentence_windows(folders, samples, config.data.bank_speaker_fraction)
     if not windows:
         log.warning("no sentence audio in %s: episodes go without sentence windows", [str(f) for f in folders])
     return windows, keys
