@@ -20,7 +20,7 @@ from device.encoder import Encoder
 from device.frontend import log_mel
 from trainer.augment import coloured_noise
 from trainer.pipeline import load_audio
-from trainer.sentences import is_bank_speaker
+from trainer.sentences import is_bank_speaker, sentence_files
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,7 @@ def speech_runs(
     is used: the rest may be training data.
     """
     rng = np.random.default_rng(seed)
-    files = sorted(
-        p
-        for folder in folders
-        if folder.is_dir()
-        for p in folder.rglob("*")
-        if p.suffix in (".wav", ".opus") and (bank_fraction <= 0 or is_bank_speaker(p, bank_fraction))
-    )
+    files = sorted(f for f in sentence_files(folders) if bank_fraction <= 0 or is_bank_speaker(f, bank_fraction))
     if files:
         for i in rng.permutation(len(files)):
             yield load_audio(files[i])
