@@ -20,9 +20,13 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainer.config import TrainConfig, load_config
 from trainer.datasets import Clip
+
+if TYPE_CHECKING:  # importing the trainer pulls in TensorFlow; `--help` should not wait for it
+    from trainer.train import TrainingData
 
 
 def training_clip_id(clip: Clip) -> str:
@@ -30,27 +34,32 @@ def training_clip_id(clip: Clip) -> str:
     return "/".join(clip.path.parts[-4:])
 
 
-def _train(config: TrainConfig, run_dir: Path) -> None:
+def _prepare(config: TrainConfig) -> TrainingData:
+    from device.frontend import FrontendConfig
+    from trainer.train import prepare_data
+
+    return prepare_data(config, FrontendConfig())
+
+
+def _train(config: TrainConfig, run_dir: Path, data: TrainingData) -> None:
     from trainer.train import train
 
     started = time.monotonic()
-    train(config, run_dir)
+    train(config, run_dir, data)
     timing = {"train_minutes": round((time.monotonic() - started) / 60, 1)}
     (run_dir / "timing.json").write_text(json.dumps(timing))
 
 
-def _export(config: TrainConfig, run_dir: Path, out: Path, random_weights: bool = False) -> None:
+def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, random_weights: bool = False) -> None:
     import numpy as np
 
-    from device.frontend import FrontendConfig
     from trainer.config import resolve_path
     from trainer.export import export
     from trainer.model import build_encoder
     from trainer.model_card import write_model_card
     from trainer.negatives import speech_runs
-    from trainer.train import load_weights, prepare_data, representative_windows
+    from trainer.train import load_weights, representative_windows
 
-    data = prepare_data(config, FrontendConfig())
     normalisation = np.load(run_dir / "normalisation.npz")
     model = build_encoder(config.encoder, normalisation["mean"], normalisation["std"])
     if not random_weights:  # random weights: the evaluation's baseline, the architecture untrained
@@ -120,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[logging.StreamHandler(), logging.FileHandler(args.run / "train.log")],
     )
     config = load_config(args.config)
+    data = _prepare(config)  # once: `all` trains and exports from the same decoded clips
     if args.command in ("train", "all"):
-        _train(config, args.run)
+        _train(config, args.run, data)
     if args.command in ("export", "all"):
-        _export(config, args.run, args.out, args.random_weights)
+        _export(config, args.run, args.out, data, args.random_weights)
     return 0
 
 

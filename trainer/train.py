@@ -200,13 +200,17 @@ def load_weights(model: keras.Model, path: Path) -> None:
         _assign(model.weights, arrays)
 
 
-def train(config: TrainConfig, run_dir: Path) -> Path:
-    """Train (or resume) in ``run_dir``; return the path of the best weights."""
+def train(config: TrainConfig, run_dir: Path, data: TrainingData | None = None) -> Path:
+    """Train (or resume) in ``run_dir``; return the path of the best weights.
+
+    ``data``: what ``prepare_data`` made for this config, when the caller (``kws-train all``)
+    needs it again for the export; decoding the corpus twice costs minutes.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     keras.utils.set_random_seed(config.seed)
     frontend = FrontendConfig()
-    data = prepare_data(config, frontend)
+    data = data or prepare_data(config, frontend)
     np.savez(run_dir / "normalisation.npz", mean=data.feature_mean, std=data.feature_std)
     (run_dir / "corpus.json").write_text(
         json.dumps(
