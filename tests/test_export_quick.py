@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trainer.config import shared_root
+
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = [
@@ -44,7 +46,11 @@ def test_quick_export_produces_a_verified_int8_model(tmp_path):
     figures = manifest["figures"]
     assert figures["int8_mean_cosine"] >= 0.98
     assert figures["float_validation_accuracy"] - figures["int8_validation_accuracy"] <= 0.02
-    assert (tmp_path / "README.md").is_file()
+    card = (tmp_path / "README.md").read_text()
+    sentences = shared_root() / "data" / "speechocean762_sentences" / "audio" / "so-0001"
+    if sentences.is_dir():  # the quick config trains on one speaker's sentences; the card says so
+        assert manifest["training"]["sentences"]["speakers"] == 1
+        assert "windows of unlabelled read speech from" in card
 
     from device.encoder import Encoder
     from device.manifest import ModelError

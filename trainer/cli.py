@@ -50,6 +50,21 @@ def _train(config: TrainConfig, run_dir: Path, data: TrainingData) -> None:
     (run_dir / "timing.json").write_text(json.dumps(timing))
 
 
+def _sentence_summary(config: TrainConfig, windows: int) -> dict:
+    """How much unlabelled real speech trained the model, and how many speakers were kept for the bank."""
+    from trainer.config import resolve_path
+    from trainer.sentences import sentence_files, split_by_speaker
+
+    training, bank = split_by_speaker(sentence_files([resolve_path(p) for p in config.data.sentences]),
+                                      config.data.bank_speaker_fraction)  # fmt: skip
+    return {
+        "windows": windows,
+        "files": len(training),
+        "speakers": len({f.parent for f in training}),
+        "bank_only_speakers": len({f.parent for f in bank} - {f.parent for f in training}),
+    }
+
+
 def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, random_weights: bool = False) -> None:
     import numpy as np
 
@@ -82,6 +97,8 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, r
         },
         **timing,
     }
+    if data.train_maker.sentences:
+        summary["sentences"] = _sentence_summary(config, len(data.train_maker.sentences))
     representative = representative_windows(data, config.representative_windows, config.seed)
     speech = speech_runs(
         [resolve_path(p) for p in config.data.negatives],

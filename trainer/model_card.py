@@ -8,6 +8,16 @@ from pathlib import Path
 from device.manifest import ModelManifest
 
 
+def _sentences_row(sentences: dict | None) -> str:
+    if not sentences:
+        return "none"
+    return (
+        f"{sentences['windows']} windows of unlabelled read speech from {sentences['files']} files by "
+        f"{sentences['speakers']} speakers, as open-set queries and teacher targets; "
+        f"{sentences['bank_only_speakers']} more speakers kept out of training for the negative bank"
+    )
+
+
 def write_model_card(model_path: Path, manifest: ModelManifest) -> Path:
     """Write ``README.md`` beside the model from its manifest (all figures are measured ones)."""
     f, t = manifest.figures, manifest.training
@@ -27,6 +37,7 @@ L2-normalised {manifest.embedding_size}-dim embedding |
 seed {t.get("seed")} |
 | recipe | loss weights {json.dumps(t.get("recipe", {}).get("loss_weights"))}; \
 {100 * t.get("recipe", {}).get("real_word_fraction", 0):.0f}% of episode words drawn from recorded words |
+| read sentences | {_sentences_row(t.get("sentences"))} |
 | held-out languages | {", ".join(t.get("held_out_languages", []))} |
 | validation (held-out words) | float {f.get("float_validation_accuracy")}, int8 {f.get("int8_validation_accuracy")} \
 few-shot accuracy; int8/float mean cosine {f.get("int8_mean_cosine")} |

@@ -20,7 +20,7 @@ from device.encoder import Encoder
 from device.frontend import log_mel
 from trainer.augment import coloured_noise
 from trainer.pipeline import load_audio
-from trainer.sentences import is_bank_speaker, sentence_files
+from trainer.sentences import sentence_files, split_by_speaker
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,11 @@ def speech_runs(
 ) -> Iterator[np.ndarray]:
     """Continuous speech: every audio file under ``folders`` (shuffled), else runs of 6 random ``clips``.
 
-    With ``bank_fraction`` > 0 only the bank's share of speakers (``trainer.sentences.is_bank_speaker``)
+    With ``bank_fraction`` > 0 only the bank's share of speakers (``trainer.sentences.split_by_speaker``)
     is used: the rest may be training data.
     """
     rng = np.random.default_rng(seed)
-    files = sorted(f for f in sentence_files(folders) if bank_fraction <= 0 or is_bank_speaker(f, bank_fraction))
+    _, files = split_by_speaker(sentence_files(folders), bank_fraction)
     if files:
         for i in rng.permutation(len(files)):
             yield load_audio(files[i])

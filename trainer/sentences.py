@@ -54,6 +54,14 @@ def is_bank_speaker(path: Path, fraction: float) -> bool:
     return int.from_bytes(digest[:4], "big") < fraction * 2**32
 
 
+def split_by_speaker(files: Sequence[Path], bank_fraction: float) -> tuple[list[Path], list[Path]]:
+    """``(training files, bank files)``; with ``bank_fraction`` <= 0 every file serves both."""
+    if bank_fraction <= 0:
+        return list(files), list(files)
+    bank = [f for f in files if is_bank_speaker(f, bank_fraction)]
+    return [f for f in files if not is_bank_speaker(f, bank_fraction)], bank
+
+
 def cut_windows(audio: np.ndarray, window_samples: int, hop_samples: int) -> list[tuple[int, np.ndarray]]:
     """``(start, int16 window)`` every ``hop_samples``, minus windows far quieter than the file's loudest."""
     starts = range(0, len(audio) - window_samples + 1, hop_samples)
@@ -85,7 +93,7 @@ def load_sentence_windows(
 ) -> tuple[list[np.ndarray], list[Path]]:
     """Kept windows (int16) of every sentence file whose speaker is not a bank speaker, and their keys
     (``file#start``, for the teacher cache)."""
-    files = [f for f in sentence_files(folders) if not is_bank_speaker(f, bank_fraction)]
+    files, _ = split_by_speaker(sentence_files(folders), bank_fraction)
     if not files:
         return [], []
     cut = partial(_file_windows, window_samples=window_samples, hop_samples=int(hop_seconds * 16000))
