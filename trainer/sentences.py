@@ -58,8 +58,11 @@ def split_by_speaker(files: Sequence[Path], bank_fraction: float) -> tuple[list[
     """``(training files, bank files)``; with ``bank_fraction`` <= 0 every file serves both."""
     if bank_fraction <= 0:
         return list(files), list(files)
-    bank = [f for f in files if is_bank_speaker(f, bank_fraction)]
-    return [f for f in files if not is_bank_speaker(f, bank_fraction)], bank
+    training: list[Path] = []
+    bank: list[Path] = []
+    for f in files:
+        (bank if is_bank_speaker(f, bank_fraction) else training).append(f)
+    return training, bank
 
 
 def cut_windows(audio: np.ndarray, window_samples: int, hop_samples: int) -> list[tuple[int, np.ndarray]]:

@@ -200,17 +200,15 @@ def load_weights(model: keras.Model, path: Path) -> None:
         _assign(model.weights, arrays)
 
 
-def train(config: TrainConfig, run_dir: Path, data: TrainingData | None = None) -> Path:
-    """Train (or resume) in ``run_dir``; return the path of the best weights.
+def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
+    """Train (or resume) in ``run_dir`` on ``prepare_data``'s result; return the path of the best weights.
 
-    ``data``: what ``prepare_data`` made for this config, when the caller (``kws-train all``)
-    needs it again for the export; decoding the corpus twice costs minutes.
+    The caller prepares the data so that ``kws-train all`` can hand the same decoded corpus
+    to the export instead of decoding it twice (minutes).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     keras.utils.set_random_seed(config.seed)
-    frontend = FrontendConfig()
-    data = data or prepare_data(config, frontend)
     np.savez(run_dir / "normalisation.npz", mean=data.feature_mean, std=data.feature_std)
     (run_dir / "corpus.json").write_text(
         json.dumps(
@@ -274,7 +272,7 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData | None = None) 
         return loss, accuracy, open_accuracy, classification, distillation
 
     workers = config.workers or os.cpu_count() or 1
-    shape = (ep.size, config.encoder.window_frames, frontend.num_mels)
+    shape = (ep.size, config.encoder.window_frames, data.train_maker.frontend.num_mels)
 
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         def generator():
