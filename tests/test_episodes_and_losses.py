@@ -99,3 +99,32 @@ def test_focus_words_fill_the_requested_share_of_ways():
     assert abs(np.mean(shares) - 0.5) < 0.03
     plain = EpisodeSampler(labels, EpisodeConfig(ways=10))
     assert np.mean([np.mean([w in focus for w in plain.sample(rng).words]) for _ in range(400)]) < 0.1
+
+
+def test_one_take_ways_repeat_one_clip_as_every_support_and_query_other_clips():
+    labels = _labels(12, 8)
+    sampler = EpisodeSampler(labels, EpisodeConfig(ways=5, shots=3, queries=2, unknown_queries=4, one_take_ways=1.0))
+    episode = sampler.sample(np.random.default_rng(0))
+    for row, word in enumerate(episode.words):
+        assert len(set(episode.support[row])) == 1 and labels[episode.support[row][0]] == word
+        assert len(set(episode.query[row])) == 2 and episode.support[row][0] not in episode.query[row]
+        assert {labels[i] for i in episode.query[row]} == {word}
+
+
+def test_confusable_episodes_gather_words_spelt_alike():
+    similar = ["nine", "line", "fine", "mine", "ninety", "spine"]
+    others = ["cat", "dog", "bird", "fish", "cow", "horse", "goat", "sheep", "hen", "duck"]
+    labels = [w for w in similar + others for _ in range(6)]
+    config = EpisodeConfig(ways=4, shots=2, queries=2, unknown_queries=6, confusable_episodes=1.0)
+    sampler = EpisodeSampler(labels, config)
+    assert sampler.neighbours["nine"] == ["fine", "line", "mine", "ninety", "spine"]
+    rng = np.random.default_rng(2)
+    for _ in range(100):
+        episode = sampler.sample(rng)
+        anchor, *rest = episode.words
+        near = set(sampler.neighbours[anchor])
+        assert set(rest) <= near or not near & (set(similar) - set(rest) - {anchor})  # neighbours first, while any
+        unknown = {labels[i] for i in episode.unknown}
+        assert not unknown & set(episode.words)
+        if anchor in similar:
+            assert unknown <= set(similar)
