@@ -44,10 +44,14 @@ class Clip:
     @property
     def spoken_text(self) -> str:
         """The words actually spoken, without a language prefix (for the reserved-word check)."""
-        text = self.word
-        if re.match(r"^[a-z]{2}_", text):
-            text = text[3:]
-        return text.replace("_", " ")
+        return spoken_text(self.word)
+
+
+def spoken_text(label: str) -> str:
+    """A class label's spoken words: ``en_close`` -> ``close``, ``hey_toaster`` -> ``hey toaster``."""
+    if re.match(r"^[a-z]{2}_", label):
+        label = label[3:]
+    return label.replace("_", " ")
 
 
 def _audio_files(folder: Path) -> list[Path]:

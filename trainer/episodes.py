@@ -7,12 +7,13 @@ prototype, and open-set queries (other words, noise) must land near none.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from trainer.datasets import spoken_text
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,16 @@ class EpisodeSampler:
         self.focus = [w for w in self.eligible if w in focus]
         self.rest = [w for w in self.eligible if w not in focus]
         self.focus_fraction = focus_fraction if self.focus and self.rest else 0.0
+        # Spelling neighbours among all words (any word can be an unknown query); the eligible ones can be ways.
         self.neighbours = _spelling_neighbours(self.eligible, set(self.by_word)) if config.confusable_episodes else {}
+        self.eligible_set = set(self.eligible)
 
     def sample(self, rng: np.random.Generator) -> Episode:
         c = self.config
         confusable = c.confusable_episodes > 0 and rng.random() < c.confusable_episodes
         words = self._confusable_words(rng) if confusable else self._words(rng, c.ways)
         picks = np.stack([self._picks(word, rng) for word in words])
-        others = self._unknown_words(words, rng) if confusable else [w for w in self.by_word if w not in set(words)]
+        others = self._unknown_words(words, spelt_alike=confusable)
         unknown_words = rng.choice(len(others), size=c.unknown_queries, replace=True)
         unknown = np.array([rng.choice(self.by_word[others[i]]) for i in unknown_words], dtype=np.int64)
         return Episode(words, picks[:, : c.shots], picks[:, c.shots :], unknown)
@@ -114,19 +117,15 @@ class EpisodeSampler:
 
     def _confusable_words(self, rng: np.random.Generator) -> list[str]:
         anchor = self._words(rng, 1)[0]
-        near = [
-            w
-            for w in self.neighbours[anchor]
-            if w in self.by_word and len(self.by_word[w]) >= self.config.clips_per_word
-        ]
+        near = [w for w in self.neighbours[anchor] if w in self.eligible_set]
         chosen = [near[i] for i in rng.choice(len(near), size=min(len(near), self.config.ways - 1), replace=False)]
         words = [anchor, *chosen]
         return words + self._words(rng, self.config.ways - len(words), exclude=set(words))
 
-    def _unknown_words(self, words: list[str], rng: np.random.Generator) -> list[str]:
-        """Words outside the episode, spelt like its words where there are any, else all of them."""
+    def _unknown_words(self, words: list[str], spelt_alike: bool) -> list[str]:
+        """Words outside the episode: with ``spelt_alike``, those spelt like its words where there are any."""
         taken = set(words)
-        near = sorted({n for w in words for n in self.neighbours.get(w, ()) if n not in taken})
+        near = sorted({n for w in words for n in self.neighbours.get(w, ()) if n not in taken}) if spelt_alike else []
         return near or [w for w in self.by_word if w not in taken]
 
     def _picks(self, word: str, rng: np.random.Generator) -> np.ndarray:
@@ -141,7 +140,7 @@ class EpisodeSampler:
 
 def _spelling(word: str) -> str:
     """The letters of a label without its language prefix: ``en_night`` and ``night`` spell alike."""
-    return re.sub(r"^[a-z]{2}_", "", word).replace("_", "")
+    return spoken_text(word).replace(" ", "")
 
 
 def _spelling_neighbours(anchors: Sequence[str], words: Collection[str]) -> dict[str, list[str]]:
