@@ -77,6 +77,33 @@ def test_prototypical_loss_matches_hand_computation():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="tensorflow not installed (trainer extra)")
+def test_relational_distillation_matches_hand_computation():
+    import tensorflow as tf
+
+    from trainer.losses import relational_distillation_loss
+
+    def softmax(xs):
+        exps = [math.exp(x) for x in xs]
+        return [e / sum(exps) for e in exps]
+
+    def kl(p, q):
+        return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))
+
+    # Three windows with targets and one noise window (no target) that must not count.
+    student = tf.constant([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.7, 0.7]])
+    teacher = tf.constant([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6], [0.0, 0.0]])
+    keep = tf.constant([True, True, True, False])
+    loss = relational_distillation_loss(student, teacher, keep, temperature=0.5)
+    # cosines over the other windows, divided by the temperature
+    student_rows = [[1.2, 0.0], [1.2, 1.6], [0.0, 1.6]]
+    teacher_rows = [[0.0, 1.6], [0.0, 1.2], [1.6, 1.2]]
+    expected = sum(kl(softmax(t), softmax(s)) for t, s in zip(teacher_rows, student_rows, strict=True)) / 3
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # a student that ranks neighbours exactly as the teacher does pays nothing
+    assert float(relational_distillation_loss(teacher, teacher, keep, temperature=0.5)) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="tensorflow not installed (trainer extra)")
 def test_learning_rate_anneals_by_steps_or_time_budget_whichever_ends_first():
     from trainer.config import TrainConfig
     from trainer.train import learning_rate_at

@@ -92,6 +92,7 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, r
                 "prototypical": config.prototypical_weight,
                 "classification": config.classification_weight,
                 "distillation": config.distillation_weight,
+                "relational_distillation": config.relational_distillation_weight,
             },
             "real_word_fraction": config.real_word_fraction,
         },

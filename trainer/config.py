@@ -69,6 +69,10 @@ class TrainConfig:
     # Distillation from the speech-embedding teacher (trainer/teacher.py) on every training clip; 0 or no
     # teacher files: off.
     distillation_weight: float = 1.0
+    # Relational distillation (trainer.losses.relational_distillation_loss): the student's own cosines
+    # rank each window's neighbours in the episode as the teacher's do. 0: off.
+    relational_distillation_weight: float = 0.0
+    relational_temperature: float = 0.1
     # Sources made by TTS (the rest are recordings of people), and the expected share of each episode's
     # words drawn from words that people recorded: without it the ~200 real words are ~5% of the ~4,000
     # classes and episodes rarely rehearse real voices, which is what the device will hear.

@@ -77,3 +77,32 @@ def distillation_loss(embeddings: tf.Tensor, targets: tf.Tensor, projection: tf.
     teacher = tf.boolean_mask(targets, keep)
     distances = 1.0 - tf.reduce_sum(student * teacher, axis=-1)
     return tf.reduce_sum(distances) / tf.maximum(tf.cast(tf.size(distances), tf.float32), 1.0)
+
+
+def relational_distillation_loss(
+    embeddings: tf.Tensor, targets: tf.Tensor, keep: tf.Tensor, temperature: float
+) -> tf.Tensor:
+    """KL divergence between the teacher's and the student's neighbour distributions within the batch.
+
+    The few-shot decision is a ranking by cosine: which prototype is nearest. Matching the
+    teacher's vector through a projection (:func:`distillation_loss`) leaves the student free to
+    rank neighbours differently in its own space; this term asks its own cosines to rank them
+    as the teacher's do. For every window i, ``softmax_j(cos(i, j) / temperature)`` over the
+    other windows j is computed for teacher and student, and ``KL(teacher || student)`` is
+    averaged over i. Windows without a target (``keep`` false: noise) are left out.
+    """
+    student = tf.math.l2_normalize(tf.boolean_mask(embeddings, keep), axis=-1)
+    teacher = tf.boolean_mask(targets, keep)
+    count = tf.shape(student)[0]
+    off_diagonal = 1.0 - tf.eye(count)
+    large = 1e9 * (1.0 - off_diagonal)  # a window is not its own neighbour
+    student_logits = tf.matmul(student, student, transpose_b=True) / temperature - large
+    teacher_logits = tf.matmul(teacher, teacher, transpose_b=True) / temperature - large
+    teacher_p = tf.nn.softmax(teacher_logits, axis=-1)
+    kl = tf.reduce_sum(
+        off_diagonal
+        * teacher_p
+        * (tf.nn.log_softmax(teacher_logits, axis=-1) - tf.nn.log_softmax(student_logits, axis=-1)),
+        axis=-1,
+    )
+    return tf.reduce_sum(kl) / tf.maximum(tf.cast(count, tf.float32), 1.0)

@@ -28,7 +28,7 @@ from trainer.config import TrainConfig, resolve_path
 from trainer.corpus import Corpus, build_corpus
 from trainer.datasets import summarize
 from trainer.episodes import EpisodeConfig
-from trainer.losses import additive_margin_loss, distillation_loss, episode_loss
+from trainer.losses import additive_margin_loss, distillation_loss, episode_loss, relational_distillation_loss
 from trainer.model import build_encoder
 from trainer.pipeline import EpisodeMaker, load_bank, stream_episodes
 from trainer.sentences import load_sentence_windows
@@ -154,7 +154,7 @@ def _teacher_targets(config: TrainConfig, bank: list[np.ndarray], keys: list[Pat
     TTS clips get targets too: the teacher's geometry on any speech is what the student should copy,
     and the bulk of the inputs it can be shown are synthetic.
     """
-    if config.distillation_weight <= 0:
+    if config.distillation_weight <= 0 and config.relational_distillation_weight <= 0:
         return None
     if not (teacher_dir() / "embedding_model.onnx").is_file():
         log.warning("distillation off: teacher model not found in %s", teacher_dir())
@@ -261,15 +261,18 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
                 embeddings, word_labels, head.word_weights, config.classification_scale, config.classification_margin
             )
             total = config.prototypical_weight * loss + config.classification_weight * classification
-            distillation = tf.constant(0.0)
+            distillation = relational = tf.constant(0.0)
             if distil:
                 targets = tf.gather(target_table, safe_index)
                 distillation = distillation_loss(embeddings, targets, head.projection, keep)
                 total += config.distillation_weight * distillation
+                if config.relational_distillation_weight > 0:
+                    relational = relational_distillation_loss(embeddings, targets, keep, config.relational_temperature)
+                    total += config.relational_distillation_weight * relational
             scaled = total / replicas
         gradients = tape.gradient(scaled, trainable)
         optimizer.apply_gradients(zip(gradients, trainable, strict=True))
-        return loss, accuracy, open_accuracy, classification, distillation
+        return loss, accuracy, open_accuracy, classification, distillation, relational
 
     workers = config.workers or os.cpu_count() or 1
     shape = (ep.size, config.encoder.window_frames, data.train_maker.frontend.num_mels)
@@ -300,7 +303,9 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
         over_time = budget_seconds > 0 and (time.monotonic() - started) > budget_seconds
         if step % config.validate_every == 0 or step == config.steps or over_time:
             closed, opened = validation_accuracy(model, data.validation_features, config.validation_episodes)
-            train_loss, train_acc, train_open, train_classification, train_distillation = np.mean(running, axis=0)
+            train_loss, train_acc, train_open, train_classification, train_distillation, train_relational = np.mean(
+                running, axis=0
+            )
             running = []
             record = {
                 "step": step,
@@ -309,6 +314,7 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
                 "train_open_accuracy": round(float(train_open), 4),
                 "classification_loss": round(float(train_classification), 4),
                 "distillation_loss": round(float(train_distillation), 4),
+                "relational_distillation_loss": round(float(train_relational), 4),
                 "validation_accuracy": round(closed, 4),
                 "validation_open_accuracy": round(opened, 4),
                 "learning_rate": round(float(optimizer.learning_rate.numpy()), 6),
