@@ -94,15 +94,8 @@ def relational_distillation_loss(
     student = tf.math.l2_normalize(tf.boolean_mask(embeddings, keep), axis=-1)
     teacher = tf.boolean_mask(targets, keep)
     count = tf.shape(student)[0]
-    off_diagonal = 1.0 - tf.eye(count)
-    large = 1e9 * (1.0 - off_diagonal)  # a window is not its own neighbour
-    student_logits = tf.matmul(student, student, transpose_b=True) / temperature - large
-    teacher_logits = tf.matmul(teacher, teacher, transpose_b=True) / temperature - large
-    teacher_p = tf.nn.softmax(teacher_logits, axis=-1)
-    kl = tf.reduce_sum(
-        off_diagonal
-        * teacher_p
-        * (tf.nn.log_softmax(teacher_logits, axis=-1) - tf.nn.log_softmax(student_logits, axis=-1)),
-        axis=-1,
-    )
+    self_pairs = 1e9 * tf.eye(count)  # a window is not its own neighbour: its probability underflows to 0
+    student_log_p = tf.nn.log_softmax(tf.matmul(student, student, transpose_b=True) / temperature - self_pairs)
+    teacher_log_p = tf.nn.log_softmax(tf.matmul(teacher, teacher, transpose_b=True) / temperature - self_pairs)
+    kl = tf.reduce_sum(tf.exp(teacher_log_p) * (teacher_log_p - student_log_p), axis=-1)
     return tf.reduce_sum(kl) / tf.maximum(tf.cast(count, tf.float32), 1.0)
