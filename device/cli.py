@@ -255,8 +255,9 @@ def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
         file=out,
     )
     details = [f"take scores (leave-one-out) {stats.get('take_scores_loo')}"]
-    if "negative_mean" in stats:
-        details.append(f"non-keyword speech {stats['negative_mean']} +- {stats['negative_std']}")
+    if "negative_closest" in stats:
+        closest, ordinary = stats["negative_closest"], stats["negative_mean"]
+        details.append(f"closest non-keyword words {closest}, ordinary speech {ordinary}")
     log.info("%s", "; ".join(details))
     if "warning" in stats:
         print(f"warning: {stats['warning']}", file=sys.stderr)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from device.enroll import NEGATIVE_SIGMAS, calibrate_threshold
+from device.enroll import CLOSEST_MARGIN, CLOSEST_NEGATIVES, calibrate_threshold
 
 
 def _unit(v):
@@ -20,21 +20,36 @@ def _negatives_scoring(values: np.ndarray) -> np.ndarray:
 TAKES = _unit([[1.0, 0.0, 0.05], [1.0, 0.0433, -0.025], [1.0, -0.0433, -0.025]])
 
 
-def test_threshold_sits_the_set_number_of_standard_deviations_above_the_negative_bank():
-    values = np.array([-0.2, 0.0, 0.1, 0.3])  # mean 0.05, population std 0.1803
+def test_threshold_sits_just_under_the_closest_windows_of_the_negative_bank():
+    closest = np.linspace(0.55, 0.64, CLOSEST_NEGATIVES)  # mean 0.595
+    values = np.concatenate([np.linspace(-0.3, 0.4, 200), closest])
     threshold, stats = calibrate_threshold(TAKES, _negatives_scoring(values))
-    assert threshold == pytest.approx(values.mean() + NEGATIVE_SIGMAS * values.std(), abs=1e-6)
-    assert stats["negative_mean"] == pytest.approx(0.05, abs=1e-4)
-    assert stats["negative_std"] == pytest.approx(0.1803, abs=1e-4)
-    assert "warning" not in stats  # the takes score ~0.998, far above 0.77
+    assert threshold == pytest.approx(0.595 - CLOSEST_MARGIN, abs=1e-6)
+    assert stats["negative_closest"] == pytest.approx(0.595, abs=1e-4)
+    assert stats["negative_mean"] == pytest.approx(values.mean(), abs=1e-4)
+    assert "warning" not in stats  # the takes score ~0.998, far above
+
+
+def test_the_bulk_of_the_bank_does_not_move_the_threshold():
+    closest = np.full(CLOSEST_NEGATIVES, 0.6)
+    low, high = np.full(500, -0.5), np.full(500, 0.5)  # very different bulks, same closest words
+    first, _ = calibrate_threshold(TAKES, _negatives_scoring(np.concatenate([low, closest])))
+    second, _ = calibrate_threshold(TAKES, _negatives_scoring(np.concatenate([high, closest])))
+    assert first == pytest.approx(second, abs=1e-6)
 
 
 def test_takes_scoring_below_the_threshold_are_reported():
-    values = np.array([0.5, 0.6, 0.7, 0.8])  # mean + 4 std = 1.09: above any cosine
-    threshold, stats = calibrate_threshold(TAKES, _negatives_scoring(values))
-    assert threshold == 0.95  # clipped into [0.3, 0.95]
+    # takes spread wide round the x axis (prototype x; each scores 0.759 against the other two's mean)
+    spread = _unit([[1.0, 0.0, 0.5], [1.0, 0.433, -0.25], [1.0, -0.433, -0.25]])
+    threshold, stats = calibrate_threshold(spread, _negatives_scoring(np.full(50, 0.9)))
+    assert threshold == pytest.approx(0.9 - CLOSEST_MARGIN, abs=1e-6)
     assert "may be missed" in stats["warning"]
-    assert stats["take_sigmas_loo_min"] < NEGATIVE_SIGMAS
+    assert stats["take_margin_loo_min"] == pytest.approx(0.759 - threshold, abs=1e-3)
+
+
+def test_the_threshold_is_clipped_to_a_usable_range():
+    threshold, _ = calibrate_threshold(TAKES, _negatives_scoring(np.full(50, 0.999)))
+    assert threshold == 0.95
 
 
 def test_without_a_bank_the_threshold_sits_under_the_takes():

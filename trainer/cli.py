@@ -6,10 +6,13 @@ Examples::
     kws-train export --config configs/default.toml --run runs/default --out firmware_models/encoder.tflite
     kws-train all    --config configs/quick.toml   --run runs/quick   --out build/quick/encoder.tflite
     kws-train export --random-weights --run runs/default --out build/baselines/random/encoder.tflite
+    kws-train bank   --config configs/default.toml --out firmware_models/encoder.tflite
 
 ``train`` resumes automatically from the run folder's checkpoint. ``export``
 quantises the best validation weights to int8, checks them against the float
 model and writes the ``.tflite`` and its manifest (and a model card next to it).
+``bank`` rebuilds only the negative bank beside an exported model (what enrollment
+calibrates thresholds against), leaving the model and its hash untouched.
 """
 
 from __future__ import annotations
@@ -68,11 +71,9 @@ def _sentence_summary(config: TrainConfig, windows: int) -> dict:
 def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, random_weights: bool = False) -> None:
     import numpy as np
 
-    from trainer.config import resolve_path
     from trainer.export import export
     from trainer.model import build_encoder
     from trainer.model_card import write_model_card
-    from trainer.negatives import speech_runs
     from trainer.train import load_weights, representative_windows
 
     normalisation = np.load(run_dir / "normalisation.npz")
@@ -101,13 +102,8 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, r
     if data.train_maker.sentences:
         summary["sentences"] = _sentence_summary(config, len(data.train_maker.sentences))
     representative = representative_windows(data, config.representative_windows, config.seed)
-    speech = speech_runs(
-        [resolve_path(p) for p in config.data.negatives],
-        [c.path for c in data.corpus.train],
-        config.seed,
-        config.data.bank_speaker_fraction,
-    )
     noise = data.train_maker.noise_bank
+    speech, words = _bank_sources(config, data.corpus.train, noise)
     # Real recordings that trained the model, for the evaluation's disjointness check (synthetic voices
     # are identified by the generator's seed and speaker ids in the corpus summary instead).
     clip_ids = [training_clip_id(c) for c in data.corpus.train if c.source not in config.synthetic_sources]
@@ -123,16 +119,52 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, r
         clip_ids,
         name="random-weights baseline" if random_weights else "encoder",
         enforce_parity=config.parity_gate and not random_weights,
+        negative_words=words,
     )
     write_model_card(out, manifest)
     logging.info("exported %s (%d bytes): %s", out, manifest.figures["model_bytes"], manifest.figures)
+
+
+def _bank_sources(config: TrainConfig, train: list[Clip], noise: list) -> tuple:
+    """The negative bank's speech runs and isolated-word runs (TTS clips only: never a recording the evaluation
+    plays)."""
+    import numpy as np
+
+    from trainer.config import resolve_path
+    from trainer.negatives import speech_runs, word_runs
+
+    folders = [resolve_path(p) for p in config.data.negatives]
+    speech = speech_runs(folders, [c.path for c in train], config.seed, config.data.bank_speaker_fraction)
+    synthetic = [c.path for c in train if c.source in config.synthetic_sources]
+    if not synthetic:
+        logging.warning("no TTS clips among the training data: the negative bank has no isolated words")
+    rng = np.random.default_rng(config.seed)
+    picks = rng.choice(len(synthetic), min(len(synthetic), config.negative_bank_words), replace=False)
+    return speech, word_runs([synthetic[i] for i in sorted(picks)], noise, config.seed)
+
+
+def _rebuild_bank(config: TrainConfig, model_path: Path) -> None:
+    from device.encoder import Encoder
+    from trainer.augment import load_noise_bank
+    from trainer.config import resolve_path
+    from trainer.corpus import build_corpus
+    from trainer.negatives import bank_summary, build_negative_bank, replace_negative_bank
+
+    encoder = Encoder(model_path)
+    corpus = build_corpus(config.data, config.seed)
+    noise = load_noise_bank([resolve_path(p) for p in config.data.noise])
+    speech, words = _bank_sources(config, corpus.train, noise)
+    bank = build_negative_bank(encoder, speech, noise, config.negative_bank_size, config.seed, words)
+    summary = bank_summary(bank, config.negative_bank_size)
+    replace_negative_bank(model_path, bank, summary)
+    logging.info("negative bank of %s: %s", model_path, summary)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kws-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["train", "export", "all"], help="what to do")
+    parser.add_argument("command", choices=["train", "export", "all", "bank"], help="what to do")
     parser.add_argument("--config", type=Path, default=Path("configs/default.toml"), help="training config (TOML)")
     parser.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder (checkpoints, logs)")
     parser.add_argument("--out", type=Path, default=Path("firmware_models/encoder.tflite"), help="exported model")
@@ -147,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         handlers=[logging.StreamHandler(), logging.FileHandler(args.run / "train.log")],
     )
     config = load_config(args.config)
+    if args.command == "bank":
+        _rebuild_bank(config, args.out)
+        return 0
     data = _prepare(config)  # once: `all` trains and exports from the same decoded clips
     if args.command in ("train", "all"):
         _train(config, args.run, data)

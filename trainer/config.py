@@ -84,7 +84,8 @@ class TrainConfig:
     num_validation_episodes: int = 100
     workers: int = 0  # episode builder processes; 0 = number of cores
     representative_windows: int = 300  # for int8 calibration at export
-    negative_bank_size: int = 2000  # embeddings shipped beside the model for threshold calibration
+    negative_bank_size: int = 2000  # windows of sentences and noise in the bank shipped beside the model
+    negative_bank_words: int = 3000  # TTS word clips said alone in room noise, all their windows in the bank too
     # Refuse an export whose int8 model drifts from the float one (trainer/export.py). Off only for
     # short comparison runs (ablation rows), whose drift is still measured and written to the manifest.
     parity_gate: bool = True

@@ -24,7 +24,7 @@ from device.frontend import FrontendConfig
 from device.manifest import ModelManifest, TensorSpec, manifest_path_for, sha256_of
 from trainer.config import TrainConfig
 from trainer.model import count_macs
-from trainer.negatives import build_negative_bank
+from trainer.negatives import bank_summary, build_negative_bank
 from trainer.tflm_ops import check_micro_ops
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def export(
     training_clip_ids: Sequence[str] = (),
     name: str = "encoder",
     enforce_parity: bool = True,
+    negative_words: Iterable[np.ndarray] = (),
 ) -> ModelManifest:
     """Quantise, verify parity with the device loader, and write the model, manifest and negative bank.
 
@@ -144,7 +145,11 @@ def export(
         clip_ids.write_text("".join(f"{clip_id}\n" for clip_id in training_clip_ids))
         manifest.training |= {"clip_ids_file": clip_ids.name, "clip_ids_sha256": sha256_of(clip_ids)}
         negatives = staged.with_suffix(".negatives.npy")
-        np.save(negatives, build_negative_bank(encoder, negative_speech, noise, config.negative_bank_size, config.seed))
+        bank = build_negative_bank(
+            encoder, negative_speech, noise, config.negative_bank_size, config.seed, negative_words
+        )
+        np.save(negatives, bank)
+        manifest.training["negative_bank"] = bank_summary(bank, config.negative_bank_size)
         manifest.negatives_file = out_path.with_suffix(".negatives.npy").name
         manifest.negatives_sha256 = sha256_of(negatives)
         manifest.figures = figures | {"export_seconds": round(time.monotonic() - started, 1)}

@@ -18,6 +18,16 @@ def _sentences_row(sentences: dict | None) -> str:
     )
 
 
+def _bank_row(manifest: ModelManifest) -> str:
+    bank = manifest.training.get("negative_bank")
+    if not bank:
+        return f"`{manifest.negatives_file}`" if manifest.negatives_file else "none"
+    return (
+        f"`{manifest.negatives_file}`: {bank['windows']} windows, {bank['isolated_word_windows']} of them TTS words "
+        "said alone in room noise (enrollment sets each threshold just under the closest ten)"
+    )
+
+
 def write_model_card(model_path: Path, manifest: ModelManifest) -> Path:
     """Write ``README.md`` beside the model from its manifest (all figures are measured ones)."""
     f, t = manifest.figures, manifest.training
@@ -38,6 +48,7 @@ seed {t.get("seed")} |
 | recipe | loss weights {json.dumps(t.get("recipe", {}).get("loss_weights"))}; \
 {100 * t.get("recipe", {}).get("real_word_fraction", 0):.0f}% of episode words drawn from recorded words |
 | read sentences | {_sentences_row(t.get("sentences"))} |
+| negative bank | {_bank_row(manifest)} |
 | held-out languages | {", ".join(t.get("held_out_languages", []))} |
 | validation (held-out words) | float {f.get("float_validation_accuracy")}, int8 {f.get("int8_validation_accuracy")} \
 few-shot accuracy; int8/float mean cosine {f.get("int8_mean_cosine")} |

@@ -2,9 +2,16 @@
 
 Enrollment calibrates a keyword's threshold against it (see ``device.enroll``),
 so it must look like what the detector hears between wake words: continuous
-real speech (read sentences), runs of other words, and room noise, cut into
-windows exactly as the streaming detector cuts them and embedded by the int8
-model itself.
+real speech (read sentences), other words said on their own with pauses around
+them, and room noise, cut into windows exactly as the streaming detector cuts
+them and embedded by the int8 model itself.
+
+The isolated words matter most. A wake word's false alarms come from other whole
+words that sound like it, and a window holding one word in silence scores far
+closer to a keyword's prototype than any stretch of running speech does, so the
+threshold is set from the bank's closest windows (``device.enroll``) and the bank
+needs thousands of them: TTS words only, so that no recording the evaluation
+plays can be among them.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from tqdm import tqdm
 
 from device.encoder import Encoder
 from device.frontend import log_mel
+from device.manifest import ModelManifest, load_manifest, manifest_path_for, sha256_of
 from trainer.augment import coloured_noise
 from trainer.pipeline import load_audio
 from trainer.sentences import sentence_files, split_by_speaker
@@ -51,14 +59,44 @@ def speech_runs(
         yield np.concatenate([load_audio(clips[i]) for i in rng.choice(len(clips), 6)])
 
 
+def word_runs(
+    clips: Sequence[Path], noise: Sequence[np.ndarray], seed: int, words_per_run: int = 8
+) -> Iterator[np.ndarray]:
+    """Runs of isolated words as a room hears them: each clip alone, 0.5-1.5 s pauses, room noise under it all.
+
+    Speech at -30 to -18 dBFS and noise at -50 to -38 dBFS (RMS): about the stream a
+    device hears between wake words, quiet enough that each word stands alone in its window.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(clips))
+    for start in range(0, len(order), words_per_run):
+        parts = []
+        for i in order[start : start + words_per_run]:
+            pause = np.zeros(int(rng.uniform(0.5, 1.5) * 16000), np.float32)
+            parts += [pause, _at_dbfs(load_audio(clips[i]), rng, -30, -18)]
+        run = np.concatenate([*parts, np.zeros(16000, np.float32)])
+        if noise:
+            source = noise[rng.integers(len(noise))]
+            offset = rng.integers(0, max(1, len(source) - len(run)))
+            run = run + _at_dbfs(np.resize(source[offset : offset + len(run)], len(run)), rng, -50, -38)
+        yield run.astype(np.float32)
+
+
+def _at_dbfs(audio: np.ndarray, rng: np.random.Generator, low: float, high: float) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) + 1e-9
+    return (audio * (10 ** (rng.uniform(low, high) / 20) / rms)).astype(np.float32)
+
+
 def build_negative_bank(
     encoder: Encoder,
     speech: Iterable[np.ndarray],
     noise: Sequence[np.ndarray],
     count: int,
     seed: int,
+    words: Iterable[np.ndarray] = (),
 ) -> np.ndarray:
-    """``count`` embeddings (float16): speech windows every 0.3 s (85 %), noise windows (the rest)."""
+    """Embeddings (float16): ``count`` windows of speech every 0.3 s (85 %) and noise (the rest), then
+    every window, 0.2 s apart, of the isolated-word runs ``words``."""
     rng = np.random.default_rng(seed)
     windows: list[np.ndarray] = []
     speech_target = int(count * 0.85)
@@ -76,6 +114,33 @@ def build_negative_bank(
         start = rng.integers(0, max(1, len(source) - samples))
         gain = 10 ** rng.uniform(-2.5, 0.5)
         windows += _windows(np.resize(source[start : start + samples], samples) * gain, encoder, 1.0, rng)
-    picks = rng.choice(len(windows), count, replace=False)
-    bank = np.stack([encoder.embed_frames(windows[i]) for i in tqdm(picks, desc="negative bank: embed")])
+    windows = [windows[i] for i in rng.choice(len(windows), count, replace=False)]
+    for run in tqdm(words, desc="negative bank: isolated-word runs", unit="run"):
+        windows += _windows(run, encoder, 0.2, rng)
+    bank = np.stack([encoder.embed_frames(w) for w in tqdm(windows, desc="negative bank: embed")])
     return bank.astype(np.float16)
+
+
+def bank_summary(bank: np.ndarray, sentence_and_noise_windows: int) -> dict:
+    """What the bank holds, for the manifest and the model card."""
+    return {"windows": len(bank), "isolated_word_windows": len(bank) - sentence_and_noise_windows}
+
+
+def replace_negative_bank(model_path: Path, bank: np.ndarray, summary: dict) -> ModelManifest:
+    """Swap the negative bank beside an exported model (a new calibration, same weights), manifest last.
+
+    The model file and its hash stay as they are, so keywords already enrolled with it
+    stay valid; only enrollments from now on calibrate against the new bank.
+    """
+    manifest = load_manifest(model_path)
+    bank_path = model_path.with_suffix(".negatives.npy")
+    staged = bank_path.with_name(bank_path.name + ".tmp.npy")
+    np.save(staged, bank.astype(np.float16))
+    manifest.negatives_file = bank_path.name
+    manifest.negatives_sha256 = sha256_of(staged)
+    manifest.training["negative_bank"] = summary
+    staged.replace(bank_path)
+    manifest_path = manifest_path_for(model_path)
+    manifest_path.with_suffix(".json.tmp").write_text(manifest.to_json())
+    manifest_path.with_suffix(".json.tmp").replace(manifest_path)
+    return manifest
