@@ -140,7 +140,8 @@ examples:
 
 EMBED_HELP = """\
 Print each file's embedding exactly as enrollment computes it (trimmed, centred
-in the encoder's window): an L2-normalised vector of the model's embedding size.
+in the encoder's window, averaged with copies under pink noise at 10/15/20 dB
+SNR): an L2-normalised vector of the model's embedding size.
 With --json, one object per line: {"file": str, "embedding": [float, ...]}.
 
 examples:
@@ -414,11 +415,12 @@ def cmd_devices(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_embed(args: argparse.Namespace, out: TextIO) -> int:
     from device.audio import read_wav
     from device.encoder import Encoder
+    from device.enroll import enrollment_embedding
 
     encoder = Encoder(args.model_path)
     rate = encoder.manifest.frontend.sample_rate
     for path in args.wavs:
-        embedding = encoder.embed_utterance(read_wav(path, rate))
+        embedding = enrollment_embedding(encoder, read_wav(path, rate))
         values = [round(float(x), 6) for x in embedding]
         if args.json:
             print(json.dumps({"file": str(path), "embedding": values}), file=out)

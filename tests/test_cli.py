@@ -283,10 +283,11 @@ def test_embed_prints_unit_vectors_of_the_manifest_size(tmp_path):
         vector = np.asarray(row["embedding"])
         assert vector.shape == (size,)
         assert abs(np.linalg.norm(vector) - 1.0) < 1e-4
-    # The same computation as enrollment: Encoder.embed_utterance on the file read at the model's rate.
+    # The same computation as enrollment: enrollment_embedding on the file read at the model's rate.
     from device.encoder import Encoder
+    from device.enroll import enrollment_embedding
 
-    expected = Encoder(MODEL).embed_utterance(read_wav(takes[0], RATE))
+    expected = enrollment_embedding(Encoder(MODEL), read_wav(takes[0], RATE))
     np.testing.assert_allclose(rows[0]["embedding"], expected, atol=1e-5)
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from device.audio import read_wav, resample
 from device.frontend import FrontendConfig, hz_to_mel
+from device.noise import coloured_noise
 
 log = logging.getLogger(__name__)
 
@@ -73,26 +74,6 @@ def load_noise_bank(folders: list[Path], sample_rate: int = 16000) -> list[np.nd
             if samples.size and np.any(samples):
                 bank.append(samples)
     return bank
-
-
-def coloured_noise(num_samples: int, rng: np.random.Generator, exponent: float | None = None) -> np.ndarray:
-    """Gaussian noise with a ``1/f**exponent`` power spectrum and unit RMS, float32.
-
-    White is 0, pink 1, brown 2; ``None`` draws the exponent uniformly from [0, 2] so
-    training sees the whole range between hiss and rumble. Shaped in the frequency
-    domain (DC removed), which gives the exact slope at any length. A clip too short
-    to hold any non-DC frequency (under 2 samples) comes back as zeros.
-    """
-    if num_samples < 2:
-        return np.zeros(num_samples, dtype=np.float32)
-    if exponent is None:
-        exponent = rng.uniform(0.0, 2.0)
-    bins = num_samples // 2 + 1
-    spectrum = rng.standard_normal(bins) + 1j * rng.standard_normal(bins)
-    shape = np.zeros(bins)
-    shape[1:] = np.arange(1, bins) ** (-exponent / 2.0)
-    noise = np.fft.irfft(spectrum * shape, n=num_samples)
-    return _unit_rms(noise).astype(np.float32)
 
 
 def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
@@ -406,11 +387,6 @@ class Augmenter:
 
 def _rms(x: np.ndarray) -> float:
     return math.sqrt(float(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
-
-
-def _unit_rms(x: np.ndarray) -> np.ndarray:
-    rms = _rms(x)
-    return x / rms if rms > 0.0 else x
 
 
 def active_power(speech: np.ndarray) -> float:
