@@ -29,6 +29,10 @@ from trainer.config import TrainConfig, load_config
 from trainer.datasets import Clip
 
 if TYPE_CHECKING:  # importing the trainer pulls in TensorFlow; `--help` should not wait for it
+    from collections.abc import Iterator
+
+    import numpy as np
+
     from trainer.train import TrainingData
 
 
@@ -125,7 +129,7 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, r
     logging.info("exported %s (%d bytes): %s", out, manifest.figures["model_bytes"], manifest.figures)
 
 
-def _bank_sources(config: TrainConfig, train: list[Clip], noise: list) -> tuple:
+def _bank_sources(config: TrainConfig, train: list[Clip], noise: list[np.ndarray]) -> tuple[Iterator, Iterator]:
     """The negative bank's speech runs and isolated-word runs (TTS clips only: never a recording the evaluation
     plays)."""
     import numpy as np

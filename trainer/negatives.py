@@ -26,7 +26,7 @@ from tqdm import tqdm
 from device.encoder import Encoder
 from device.frontend import log_mel
 from device.manifest import ModelManifest, load_manifest, manifest_path_for, sha256_of
-from trainer.augment import coloured_noise
+from device.noise import coloured_noise
 from trainer.pipeline import load_audio
 from trainer.sentences import sentence_files, split_by_speaker
 

@@ -21,9 +21,10 @@ from tqdm import tqdm
 
 from device.audio import read_wav, resample
 from device.frontend import FrontendConfig, log_mel
+from device.noise import coloured_noise
 from device.vad import trim_silence
 from device.windowing import centre_in_window
-from trainer.augment import Augmenter, coloured_noise
+from trainer.augment import Augmenter
 from trainer.datasets import Clip
 from trainer.episodes import Episode, EpisodeConfig, EpisodeSampler
 
