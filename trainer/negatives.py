@@ -114,11 +114,12 @@ def build_negative_bank(
         start = rng.integers(0, max(1, len(source) - samples))
         gain = 10 ** rng.uniform(-2.5, 0.5)
         windows += _windows(np.resize(source[start : start + samples], samples) * gain, encoder, 1.0, rng)
-    windows = [windows[i] for i in rng.choice(len(windows), count, replace=False)]
+    picks = rng.choice(len(windows), count, replace=False)
+    bank = [encoder.embed_frames(windows[i]) for i in tqdm(picks, desc="negative bank: embed")]
+    # word windows are embedded run by run: ~26,000 windows of frames need not sit in memory at once
     for run in tqdm(words, desc="negative bank: isolated-word runs", unit="run"):
-        windows += _windows(run, encoder, 0.2, rng)
-    bank = np.stack([encoder.embed_frames(w) for w in tqdm(windows, desc="negative bank: embed")])
-    return bank.astype(np.float16)
+        bank += [encoder.embed_frames(w) for w in _windows(run, encoder, 0.2, rng)]
+    return np.stack(bank).astype(np.float16)
 
 
 def bank_summary(bank: np.ndarray, sentence_and_noise_windows: int) -> dict:
