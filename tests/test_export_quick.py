@@ -19,28 +19,31 @@ pytestmark = [
 ]
 
 
+def _train_and_export(config: Path, run: Path, out: Path) -> str:
+    """``kws-train all``; its log (stderr)."""
+    command = [
+        sys.executable,
+        "-m",
+        "trainer.cli",
+        "all",
+        "--config",
+        str(config),
+        "--run",
+        str(run),
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr
+
+
 def test_quick_export_produces_a_verified_int8_model(tmp_path):
     pytest.importorskip("tensorflow", reason="tensorflow not installed (trainer extra)")
-    run = [sys.executable, "-m"]
-    subprocess.run([*run, "trainer.synth", "--out", "data_cache/synth_quick", "--quick"], cwd=REPO, check=True)
+    command = [sys.executable, "-m", "trainer.synth", "--out", "data_cache/synth_quick", "--quick"]
+    subprocess.run(command, cwd=REPO, check=True)
     out = tmp_path / "encoder.tflite"
-    result = subprocess.run(
-        [
-            *run,
-            "trainer.cli",
-            "all",
-            "--config",
-            "configs/quick.toml",
-            "--run",
-            str(tmp_path / "run"),
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _train_and_export(REPO / "configs/quick.toml", tmp_path / "run", out)
     manifest = json.loads(out.with_suffix(".json").read_text())
     assert manifest["input"]["dtype"] == "int8" and manifest["output"]["dtype"] == "int8"
     figures = manifest["figures"]
@@ -65,3 +68,19 @@ def test_quick_export_produces_a_verified_int8_model(tmp_path):
     out.write_bytes(out.read_bytes()[:-1] + b"\x00")  # one byte changed
     with pytest.raises(ModelError, match="does not match its manifest"):
         Encoder(out)
+
+    # a second training session starts from the first run's weights and is counted with it
+    with np.load(tmp_path / "run" / "checkpoint.npz") as saved:
+        assert saved["elapsed_seconds"] > 0  # a resumed run keeps its clock (time budget, schedule)
+    second = tmp_path / "second.toml"
+    quick = (REPO / "configs/quick.toml").as_posix()
+    second.write_text(
+        f'base = "{quick}"\nstart_from = "{(tmp_path / "run").as_posix()}"\nsteps = 6\nvalidate_every = 3\n'
+    )
+    log = _train_and_export(second, tmp_path / "run2", tmp_path / "second" / "encoder.tflite")
+    assert "starting a new cycle from" in log and "different word list" not in log
+    training = json.loads((tmp_path / "second" / "encoder.json").read_text())["training"]
+    assert training["steps"] == manifest["training"]["steps"] + 6 == 36
+    assert [c["run"] for c in training["cycles"]] == ["run", "run2"]
+    assert training["train_minutes"] >= manifest["training"]["train_minutes"]
+    assert "2 sessions, each a warm-up and cosine decay" in (tmp_path / "second" / "README.md").read_text()

@@ -57,6 +57,19 @@ def _train(config: TrainConfig, run_dir: Path, data: TrainingData) -> None:
     (run_dir / "timing.json").write_text(json.dumps(timing))
 
 
+def _training_cycles(run_dir: Path) -> list[dict]:
+    """Steps and minutes of each training session behind ``run_dir``, its ``start_from`` runs first."""
+    from trainer.config import resolve_path
+
+    asked = json.loads((run_dir / "config.json").read_text())
+    cycles = _training_cycles(resolve_path(asked["start_from"])) if asked.get("start_from") else []
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    cycle = {"run": run_dir.name, "steps": history[-1]["step"] if history else 0}
+    if (run_dir / "timing.json").exists():
+        cycle |= json.loads((run_dir / "timing.json").read_text())
+    return [*cycles, cycle]
+
+
 def _sentence_summary(config: TrainConfig, windows: int) -> dict:
     """How much unlabelled real speech trained the model, and how many speakers were kept for the bank."""
     from trainer.config import resolve_path
@@ -84,13 +97,12 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, r
     model = build_encoder(config.encoder, normalisation["mean"], normalisation["std"])
     if not random_weights:  # random weights: the evaluation's baseline, the architecture untrained
         load_weights(model, run_dir / "best.weights.npz")
-    history_file = run_dir / "history.jsonl"
-    history = [] if random_weights else [json.loads(line) for line in history_file.read_text().splitlines()]
-    timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").exists() else {}
+    cycles = [] if random_weights else _training_cycles(run_dir)
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()] if cycles else []
     summary = {
         "corpus": json.loads((run_dir / "corpus.json").read_text()),
         "held_out_languages": config.data.held_out_languages,
-        "steps": history[-1]["step"] if history else 0,
+        "steps": sum(c["steps"] for c in cycles),
         "best_validation_accuracy": max((h["validation_accuracy"] for h in history), default=None),
         "recipe": {
             "loss_weights": {
@@ -101,8 +113,11 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, r
             },
             "real_word_fraction": config.real_word_fraction,
         },
-        **timing,
     }
+    if any("train_minutes" in c for c in cycles):
+        summary["train_minutes"] = round(sum(c.get("train_minutes", 0.0) for c in cycles), 1)
+    if len(cycles) > 1:
+        summary["cycles"] = cycles
     if data.train_maker.sentences:
         summary["sentences"] = _sentence_summary(config, len(data.train_maker.sentences))
     representative = representative_windows(data, config.representative_windows, config.seed)

@@ -90,6 +90,9 @@ class TrainConfig:
     # short comparison runs (ablation rows), whose drift is still measured and written to the manifest.
     parity_gate: bool = True
     time_budget_minutes: float = 0.0  # stop training early after this long (0: no limit)
+    # A finished run folder whose latest weights start this run: one more warm-up and cosine decay
+    # (a warm restart) for a second training session, counted with the first in the manifest. "": none.
+    start_from: str = ""
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -28,6 +28,14 @@ def _bank_row(manifest: ModelManifest) -> str:
     )
 
 
+def _cycles_text(cycles: list[dict]) -> str:
+    """How a run made of several training sessions (``start_from``) split its episodes and minutes."""
+    if len(cycles) < 2:
+        return ""
+    parts = [f"{c['steps']} episodes / {c.get('train_minutes', '?')} min (`{c['run']}`)" for c in cycles]
+    return f"; {len(cycles)} sessions, each a warm-up and cosine decay: " + ", then ".join(parts)
+
+
 def write_model_card(model_path: Path, manifest: ModelManifest) -> Path:
     """Write ``README.md`` beside the model from its manifest (all figures are measured ones)."""
     f, t = manifest.figures, manifest.training
@@ -44,7 +52,7 @@ L2-normalised {manifest.embedding_size}-dim embedding |
 | size | {f.get("model_bytes")} bytes int8 TFLite, {f.get("parameters")} parameters |
 | compute | {f.get("macs_per_window")} multiply-accumulates per window |
 | training | {t.get("steps")} episodes ({json.dumps(t.get("episodes"))}), {t.get("train_minutes", "?")} min, \
-seed {t.get("seed")} |
+seed {t.get("seed")}{_cycles_text(t.get("cycles", []))} |
 | recipe | loss weights {json.dumps(t.get("recipe", {}).get("loss_weights"))}; \
 {100 * t.get("recipe", {}).get("real_word_fraction", 0):.0f}% of episode words drawn from recorded words |
 | read sentences | {_sentences_row(t.get("sentences"))} |

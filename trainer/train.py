@@ -200,6 +200,25 @@ def load_weights(model: keras.Model, path: Path) -> None:
         _assign(model.weights, arrays)
 
 
+def start_weights(model: keras.Model, head: LossHead, previous_run: Path) -> None:
+    """Start a new cosine cycle from a finished run's latest encoder and loss head (a warm restart).
+
+    The optimizer starts fresh: the new cycle warms up and decays its own learning rate. The head
+    carries over only when it has one row per word as now (the same corpus); otherwise it starts anew.
+    """
+    checkpoint = previous_run / "checkpoint.npz"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"start_from: {checkpoint} does not exist; train that run first")
+    with np.load(checkpoint) as saved:
+        _assign(model.weights, {k[2:]: v for k, v in saved.items() if k.startswith("m_")})
+        head_arrays = {k[2:]: v for k, v in saved.items() if k.startswith("h_")}
+        if [a.shape for a in head_arrays.values()] == [tuple(w.shape) for w in head.weights]:
+            _assign(head.weights, head_arrays)
+        else:
+            log.warning("start_from: %s has a different word list; the loss head starts anew", previous_run)
+        log.info("starting a new cycle from %s (its step %d)", checkpoint, int(saved["step"]))
+
+
 def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
     """Train (or resume) in ``run_dir`` on ``prepare_data``'s result; return the path of the best weights.
 
@@ -232,14 +251,17 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
         optimizer.build(trainable)
 
     checkpoint, best_path = run_dir / "checkpoint.npz", run_dir / "best.weights.npz"
-    step, best = 0, -1.0
+    step, best, elapsed_before = 0, -1.0, 0.0
     if checkpoint.is_file():
         with np.load(checkpoint) as saved:
             _assign(model.weights, {k[2:]: v for k, v in saved.items() if k.startswith("m_")})
             _assign(head.weights, {k[2:]: v for k, v in saved.items() if k.startswith("h_")})
             _assign(optimizer.variables, {k[2:]: v for k, v in saved.items() if k.startswith("o_")})
             step, best = int(saved["step"]), float(saved["best"])
+            elapsed_before = float(saved["elapsed_seconds"]) if "elapsed_seconds" in saved else 0.0
         log.info("resumed from %s at step %d (best validation %.3f)", checkpoint, step, best)
+    elif config.start_from:
+        start_weights(model, head, resolve_path(config.start_from))
 
     # sentence windows (indices past the clips) have no word: -1 keeps them out of the classification loss
     unlabelled = np.full(len(data.train_maker.sentences), -1, np.int32)
@@ -289,7 +311,8 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
 
     episodes = iter(strategy.distribute_datasets_from_function(dataset_fn))
     history = open(run_dir / "history.jsonl", "a")  # noqa: SIM115 - closed after the loop, flushed per line
-    started = time.monotonic()
+    # a resumed run keeps its clock, so its time budget and learning-rate schedule go on where they stopped
+    started = time.monotonic() - elapsed_before
     progress = tqdm(total=config.steps, initial=step, desc="meta-training", unit="episode")
     running = []
     budget_seconds = 60 * config.time_budget_minutes
@@ -331,7 +354,8 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
             state = {f"m_{k}": v for k, v in _weights_dict(model.weights).items()}
             state |= {f"h_{k}": v for k, v in _weights_dict(head.weights).items()}
             state |= {f"o_{k}": v for k, v in _weights_dict(optimizer.variables).items()}
-            _atomic_savez(checkpoint, step=step, best=best, **state)
+            elapsed = time.monotonic() - started
+            _atomic_savez(checkpoint, step=step, best=best, elapsed_seconds=elapsed, **state)
             if over_time:
                 log.warning("time budget of %.0f min reached at step %d: stopping", config.time_budget_minutes, step)
                 break
