@@ -28,6 +28,10 @@ def _bank_row(manifest: ModelManifest) -> str:
     )
 
 
+def _sessions_clause(cycles: list[dict]) -> str:
+    return f", in {len(cycles)} training sessions (`start_from`; see the training row)" if len(cycles) > 1 else ""
+
+
 def _cycles_text(cycles: list[dict]) -> str:
     """How a run made of several training sessions (``start_from``) split its episodes and minutes."""
     if len(cycles) < 2:
@@ -41,7 +45,7 @@ def write_model_card(model_path: Path, manifest: ModelManifest) -> Path:
     f, t = manifest.figures, manifest.training
     card = f"""# Encoder `{manifest.model_file}`
 
-Made by `make export` on {manifest.created}. sha256 `{manifest.sha256}`.
+Made by `make export` on {manifest.created}{_sessions_clause(t.get("cycles", []))}. sha256 `{manifest.sha256}`.
 
 | what | value |
 | --- | --- |
