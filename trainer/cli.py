@@ -57,13 +57,18 @@ def _train(config: TrainConfig, run_dir: Path, data: TrainingData) -> None:
     (run_dir / "timing.json").write_text(json.dumps(timing))
 
 
+def _history(run_dir: Path) -> list[dict]:
+    """The run's validation records (``history.jsonl``, one JSON object per line)."""
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
 def _training_cycles(run_dir: Path) -> list[dict]:
     """Steps and minutes of each training session behind ``run_dir``, its ``start_from`` runs first."""
     from trainer.config import resolve_path
 
     asked = json.loads((run_dir / "config.json").read_text())
     cycles = _training_cycles(resolve_path(asked["start_from"])) if asked.get("start_from") else []
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    history = _history(run_dir)
     cycle = {"run": run_dir.name, "steps": history[-1]["step"] if history else 0}
     if (run_dir / "timing.json").exists():
         cycle |= json.loads((run_dir / "timing.json").read_text())
@@ -98,7 +103,7 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, r
     if not random_weights:  # random weights: the evaluation's baseline, the architecture untrained
         load_weights(model, run_dir / "best.weights.npz")
     cycles = [] if random_weights else _training_cycles(run_dir)
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()] if cycles else []
+    history = _history(run_dir) if cycles else []
     summary = {
         "corpus": json.loads((run_dir / "corpus.json").read_text()),
         "held_out_languages": config.data.held_out_languages,

@@ -200,6 +200,11 @@ def load_weights(model: keras.Model, path: Path) -> None:
         _assign(model.weights, arrays)
 
 
+def _saved_part(saved, prefix: str) -> dict:
+    """One part of a checkpoint (``m_`` encoder, ``h_`` loss head, ``o_`` optimizer), keyed as ``_assign`` expects."""
+    return {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
+
+
 def start_weights(model: keras.Model, head: LossHead, previous_run: Path) -> None:
     """Start a new cosine cycle from a finished run's latest encoder and loss head (a warm restart).
 
@@ -210,8 +215,8 @@ def start_weights(model: keras.Model, head: LossHead, previous_run: Path) -> Non
     if not checkpoint.is_file():
         raise FileNotFoundError(f"start_from: {checkpoint} does not exist; train that run first")
     with np.load(checkpoint) as saved:
-        _assign(model.weights, {k[2:]: v for k, v in saved.items() if k.startswith("m_")})
-        head_arrays = {k[2:]: v for k, v in saved.items() if k.startswith("h_")}
+        _assign(model.weights, _saved_part(saved, "m_"))
+        head_arrays = _saved_part(saved, "h_")
         if [a.shape for a in head_arrays.values()] == [tuple(w.shape) for w in head.weights]:
             _assign(head.weights, head_arrays)
         else:
@@ -254,9 +259,9 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
     step, best, elapsed_before = 0, -1.0, 0.0
     if checkpoint.is_file():
         with np.load(checkpoint) as saved:
-            _assign(model.weights, {k[2:]: v for k, v in saved.items() if k.startswith("m_")})
-            _assign(head.weights, {k[2:]: v for k, v in saved.items() if k.startswith("h_")})
-            _assign(optimizer.variables, {k[2:]: v for k, v in saved.items() if k.startswith("o_")})
+            _assign(model.weights, _saved_part(saved, "m_"))
+            _assign(head.weights, _saved_part(saved, "h_"))
+            _assign(optimizer.variables, _saved_part(saved, "o_"))
             step, best = int(saved["step"]), float(saved["best"])
             elapsed_before = float(saved["elapsed_seconds"]) if "elapsed_seconds" in saved else 0.0
         log.info("resumed from %s at step %d (best validation %.3f)", checkpoint, step, best)
