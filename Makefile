@@ -10,7 +10,7 @@ SYNTH_OUT := $(if $(QUICK),data_cache/synth_quick,data_cache/synth)
 SYNTH_ARGS := $(if $(QUICK),--quick,)
 KOKORO_OUT := $(if $(QUICK),data_cache/kokoro_speech_quick,data_cache/kokoro_speech)
 
-.PHONY: help install install-system install-device test lint format data voices train export export-second-cycle install-peer baselines baseline-classification ablation eval bench demo pi-check
+.PHONY: help install install-system install-device test lint format data voices train export export-second-cycle export-third-cycle install-peer baselines baseline-classification ablation eval bench demo pi-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ export: ## train (resuming) and export the int8 encoder + manifest (QUICK=1: smo
 
 export-second-cycle: ## after `make export`: one more training session from its weights (warm restart, 85 min), exported over it
 	$(PY) -m trainer.cli all --config configs/second_cycle.toml --run runs/second_cycle --out firmware_models/encoder.tflite
+
+export-third-cycle: ## after `make export-second-cycle`: a third session from its weights (warm restart, 80 min), exported over it
+	$(PY) -m trainer.cli all --config configs/third_cycle.toml --run runs/third_cycle --out firmware_models/encoder.tflite
 
 install-peer: ## EfficientWord-Net (the peer baseline) in .eval_venvs/efficientword; apt portaudio19-dev (root or sudo)
 	bash scripts/install_peer.sh
