@@ -69,9 +69,30 @@ def test_quick_export_produces_a_verified_int8_model(tmp_path):
     with pytest.raises(ModelError, match="does not match its manifest"):
         Encoder(out)
 
+    # a resumed run keeps its clock (time budget, schedule) and its minutes. Give the finished run's
+    # checkpoint the clock of a 10-minute run that was interrupted and resumed: training it again resumes
+    # it, trains nothing more, and must report those 10 minutes, not the new process's few seconds.
+    from trainer.train import training_clock
+
+    checkpoint = tmp_path / "run" / "checkpoint.npz"
+    with np.load(checkpoint) as saved:
+        assert saved["elapsed_seconds"] > 0
+        np.savez(checkpoint, **{**saved, "elapsed_seconds": np.float64(600.0)})
+    command = [
+        sys.executable,
+        "-m",
+        "trainer.cli",
+        "train",
+        "--config",
+        "configs/quick.toml",
+        "--run",
+        str(tmp_path / "run"),
+    ]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    assert json.loads((tmp_path / "run" / "timing.json").read_text())["train_minutes"] >= 10.0
+    assert training_clock(tmp_path / "run") == 600.0
+
     # a second training session starts from the first run's weights and is counted with it
-    with np.load(tmp_path / "run" / "checkpoint.npz") as saved:
-        assert saved["elapsed_seconds"] > 0  # a resumed run keeps its clock (time budget, schedule)
     second = tmp_path / "second.toml"
     quick = (REPO / "configs/quick.toml").as_posix()
     second.write_text(

@@ -49,11 +49,13 @@ def _prepare(config: TrainConfig) -> TrainingData:
 
 
 def _train(config: TrainConfig, run_dir: Path, data: TrainingData) -> None:
-    from trainer.train import train
+    from trainer.train import train, training_clock
 
+    # a resumed run's minutes include the earlier processes' training, up to their last checkpoint
+    earlier = training_clock(run_dir)
     started = time.monotonic()
     train(config, run_dir, data)
-    timing = {"train_minutes": round((time.monotonic() - started) / 60, 1)}
+    timing = {"train_minutes": round((earlier + time.monotonic() - started) / 60, 1)}
     (run_dir / "timing.json").write_text(json.dumps(timing))
 
 

@@ -205,6 +205,19 @@ def _saved_part(saved, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
 
 
+def training_clock(run_dir: Path) -> float:
+    """Seconds of training the run's checkpoint has recorded (0 without one).
+
+    A resumed process continues this clock, so the time budget, the learning-rate schedule and the
+    reported minutes count every process that trained the run, not only the last one.
+    """
+    checkpoint = run_dir / "checkpoint.npz"
+    if not checkpoint.is_file():
+        return 0.0
+    with np.load(checkpoint) as saved:
+        return float(saved["elapsed_seconds"]) if "elapsed_seconds" in saved else 0.0
+
+
 def start_weights(model: keras.Model, head: LossHead, previous_run: Path) -> None:
     """Start a new cosine cycle from a finished run's latest encoder and loss head (a warm restart).
 
@@ -256,14 +269,13 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
         optimizer.build(trainable)
 
     checkpoint, best_path = run_dir / "checkpoint.npz", run_dir / "best.weights.npz"
-    step, best, elapsed_before = 0, -1.0, 0.0
+    step, best, elapsed_before = 0, -1.0, training_clock(run_dir)
     if checkpoint.is_file():
         with np.load(checkpoint) as saved:
             _assign(model.weights, _saved_part(saved, "m_"))
             _assign(head.weights, _saved_part(saved, "h_"))
             _assign(optimizer.variables, _saved_part(saved, "o_"))
             step, best = int(saved["step"]), float(saved["best"])
-            elapsed_before = float(saved["elapsed_seconds"]) if "elapsed_seconds" in saved else 0.0
         log.info("resumed from %s at step %d (best validation %.3f)", checkpoint, step, best)
     elif config.start_from:
         start_weights(model, head, resolve_path(config.start_from))
