@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,7 +23,7 @@ from device.frontend import FrontendConfig
 from device.store import Keyword
 from trainer.datasets import Clip
 from trainer.evaluation import guard
-from trainer.evaluation.data import NOISE_WORD
+from trainer.evaluation.data import NOISE_WORD, ItemBank, through_rate
 from trainer.evaluation.dtw import DTWScorer, dtw_batch, dtw_pairs, dtw_reference, mfcc
 from trainer.evaluation.fewshot import EmbeddingScorer, FewShotConfig, evaluate, sample_episodes, support_mode
 from trainer.evaluation.metrics import fa_per_hour, frr, mean_ci, rate_at, threshold_at_frr
@@ -38,6 +39,7 @@ from trainer.evaluation.streaming import (
     replay,
     sweep,
 )
+from trainer.evaluation.suite import Method, fewshot_tasks, run_fewshot
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = Path(os.environ.get("KWS_EVAL_TEST_MODEL", REPO / "firmware_models" / "encoder.tflite"))
@@ -216,6 +218,49 @@ def test_dtw_scorer_prefers_the_matching_template():
     config = FewShotConfig(ways=3, shots=1, queries=2, episodes=10, mode="cross")
     episodes = sample_episodes(words, speakers, config)
     assert evaluate(DTWScorer(takes, workers=1), episodes, config, "t").summary()["accuracy"] == 1.0
+
+
+def _tone_bank(pairs: list[tuple[float, float]]) -> ItemBank:
+    """One word per pair of tones (0.25 s each), 3 speakers x 2 takes each at take-specific levels."""
+    t = np.arange(4000) / 16000
+    words, speakers, audio = [], [], []
+    for first, second in pairs:
+        tones = np.concatenate([np.sin(2 * np.pi * first * t), np.sin(2 * np.pi * second * t)])
+        for speaker in range(3):
+            for take in range(2):
+                words.append(f"{first:g}-{second:g} Hz")
+                speakers.append(f"s{speaker}")
+                audio.append((0.1 * (1 + take + speaker) * tones).astype(np.float32))
+    kinds = np.array(["clip"] * len(audio))
+    return ItemBank("tones", np.array(words), np.array(speakers), kinds, audio)
+
+
+def test_queries_through_a_narrow_channel_lose_what_lies_above_it():
+    """Words told apart only above 4 kHz: as recorded DTW gets them all; queried at 8 kHz it cannot."""
+    bank = _tone_bank([(4600.0, 6300.0), (6300.0, 4600.0), (5400.0, 7200.0), (7200.0, 5400.0)])
+    base = FewShotConfig(ways=4, shots=1, queries=2, episodes=20, mode="cross")
+    tasks = fewshot_tasks("tones", 4, [1], ["cross"], base) + fewshot_tasks(
+        "tones", 4, [1], ["cross"], replace(base, query_rate=8000)
+    )
+    assert tasks[1][0] == "tones 4-way 1-shot cross, queries at 8 kHz"
+    wide, narrow = run_fewshot(bank, tasks, [Method("DTW")], workers=1)
+    assert wide["accuracy"] == 1.0
+    assert narrow["accuracy"] < 0.6
+    # The supports are the recorded clips; only queries are moved to the transformed copy.
+    episode = sample_episodes(bank.words, bank.speakers, base)[0]
+    moved = episode.with_queries_from(len(bank))
+    np.testing.assert_array_equal(moved.support, episode.support)
+    np.testing.assert_array_equal(moved.query, episode.query + len(bank))
+
+
+def test_through_rate_keeps_length_and_removes_the_top_band():
+    t = np.arange(16000) / 16000
+    low, high = np.sin(2 * np.pi * 1000 * t), np.sin(2 * np.pi * 6000 * t)
+    out = through_rate((0.3 * low + 0.3 * high).astype(np.float32), 8000)
+    assert out.shape == (16000,)
+    spectrum = np.abs(np.fft.rfft(out[2000:-2000]))
+    frequencies = np.fft.rfftfreq(12000, 1 / 16000)
+    assert spectrum[np.argmin(abs(frequencies - 1000))] > 1000 * spectrum[np.argmin(abs(frequencies - 6000))]
 
 
 def test_mfcc_shape_and_mean_normalisation():

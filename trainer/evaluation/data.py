@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from device.audio import resample
 from trainer.datasets import Clip, read_dataset
 from trainer.pipeline import load_audio
 from trainer.reserved import is_reserved
@@ -70,6 +71,11 @@ def load_audios(paths: Sequence[Path], workers: int = 0, desc: str = "decoding")
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         it = pool.imap(_load, paths, chunksize=32)
         return list(tqdm(it, total=len(paths), desc=desc, unit="clip", leave=False))
+
+
+def through_rate(samples: np.ndarray, rate: int, native_rate: int = 16000) -> np.ndarray:
+    """``samples`` resampled to ``rate`` and back: what a recording made at ``rate`` sounds like to the device."""
+    return resample(resample(samples, native_rate, rate), rate, native_rate)[: len(samples)]
 
 
 def load_noise(folder: str | Path) -> list[np.ndarray]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -49,6 +49,9 @@ class FewShotConfig:
     support: str = "auto"
     unknown_queries: int = 0  # open set: clips of words outside the episode
     noise_queries: int = 0  # open set: background-noise windows
+    # Queries (not supports) pass through this sample rate first, e.g. 8000: enrolled on a wide-band
+    # microphone, heard through a telephone-band channel. 0: as recorded.
+    query_rate: int = 0
 
     @property
     def open_set(self) -> bool:
@@ -69,6 +72,10 @@ class Episode:
     @property
     def all_queries(self) -> np.ndarray:
         return np.concatenate([self.query, self.unknown, self.noise]).astype(np.int64)
+
+    def with_queries_from(self, offset: int) -> Episode:
+        """The same episode with every query read ``offset`` items further on (a transformed copy of the bank)."""
+        return replace(self, query=self.query + offset, unknown=self.unknown + offset, noise=self.noise + offset)
 
 
 class EpisodeSampler:

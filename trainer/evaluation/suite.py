@@ -18,7 +18,7 @@ from tqdm import tqdm
 from device.manifest import load_manifest
 from trainer.datasets import Clip
 from trainer.evaluation import guard
-from trainer.evaluation.data import ItemBank, load_audios, noise_windows
+from trainer.evaluation.data import ItemBank, load_audios, noise_windows, through_rate
 from trainer.evaluation.dtw import DTWScorer, mfcc
 from trainer.evaluation.embedders import EmbedderSpec, embed_all
 from trainer.evaluation.fewshot import EmbeddingScorer, FewShotConfig, evaluate, sample_episodes
@@ -90,16 +90,26 @@ def run_fewshot(
     """Every task x every method on identical episodes; returns one summary dict per (task, method).
 
     Episodes are drawn first, so a task the data cannot hold fails before minutes of embedding.
+    A task with ``query_rate`` reads its queries from a copy of the bank passed through that
+    rate (appended to the items every method scores), its supports from the bank as recorded.
     """
-    episodes = {task: sample_episodes(bank.words, bank.speakers, config) for task, config in tasks}
+    audio = list(bank.audio)
+    offsets = {0: 0}
+    for rate in sorted({config.query_rate for _, config in tasks if config.query_rate}):
+        offsets[rate] = len(audio)
+        audio += [through_rate(a, rate) for a in tqdm(bank.audio, desc=f"{bank.name} at {rate} Hz", leave=False)]
+    episodes = {}
+    for task, config in tasks:
+        drawn = sample_episodes(bank.words, bank.speakers, config)
+        episodes[task] = [e.with_queries_from(offsets[config.query_rate]) for e in drawn]
     scorers, setup = [], {}
     for method in methods:
         started = time.perf_counter()
         if method.spec is None:
-            features = [mfcc(a) for a in tqdm(bank.audio, desc=f"MFCC {bank.name}", unit="clip", leave=False)]
+            features = [mfcc(a) for a in tqdm(audio, desc=f"MFCC {bank.name}", unit="clip", leave=False)]
             scorers.append(DTWScorer(features, method.label, band=dtw_band, workers=workers))
         else:
-            embeddings = embed_all(method.spec, bank.audio, workers, f"embedding {bank.name} ({method.label})")
+            embeddings = embed_all(method.spec, audio, workers, f"embedding {bank.name} ({method.label})")
             scorers.append(EmbeddingScorer(method.label, embeddings))
         setup[method.label] = time.perf_counter() - started
     summaries = []
@@ -129,7 +139,8 @@ def fewshot_tasks(
         for k in shots:
             config = replace(base, ways=ways, shots=k, mode=mode, support=support)
             open_tag = ", open set" if config.open_set else ""
-            tasks.append((f"{prefix} {ways}-way {k}-shot {mode}{open_tag}", config))
+            rate_tag = f", queries at {config.query_rate / 1000:g} kHz" if config.query_rate else ""
+            tasks.append((f"{prefix} {ways}-way {k}-shot {mode}{open_tag}{rate_tag}", config))
     return tasks
 
 
