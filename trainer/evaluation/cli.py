@@ -7,7 +7,7 @@ Examples::
     kws-eval fewshot --dataset ../shared/data/speech_commands_v1_sample --shots 1,3,5 --open-set
     kws-eval fewshot --dataset ../shared/data/multilingual_words --words lang:zh
     kws-eval fewshot --dataset ../shared/data/speech_commands_v1_sample --shots 5 --query-rate 8000
-    kws-eval stream  --model firmware_models/encoder.tflite --snr 10
+    kws-eval stream  --model firmware_models/encoder.tflite --snr 10 --stream-baselines dtw,peer
     kws-eval all     --write-benchmarks          # what `make eval` runs
 
 Every figure is on words the model never trained on: the command refuses (LeakageError)
@@ -32,11 +32,12 @@ from device.detector import DetectorSettings
 from device.manifest import ModelError, load_manifest
 from trainer.evaluation import peer, report
 from trainer.evaluation.data import REPO_ROOT, default_model_path, load_noise, read_clips, shared_data, shared_root
+from trainer.evaluation.dtw import DTW_LABEL
 from trainer.evaluation.embedders import EmbedderSpec
 from trainer.evaluation.fewshot import FewShotConfig, support_mode
 from trainer.evaluation.guard import LeakageError
 from trainer.evaluation.streaming import StreamConfig
-from trainer.evaluation.suite import DTW_LABEL, AudioCache, Method, check_models, fewshot_tasks, make_bank, run_fewshot
+from trainer.evaluation.suite import AudioCache, Method, check_models, fewshot_tasks, make_bank, run_fewshot
 from trainer.evaluation.suite import run_stream as run_stream_suite
 
 TEACHER_README = (
@@ -154,6 +155,12 @@ class Run:
             ]
             if closed:
                 lines += ["", report.markdown_table(*report.fewshot_rows(closed))]
+                lines += [
+                    "",
+                    "Ours against each method, accuracy points (positive: ours ahead; same episodes):",
+                    "",
+                    report.markdown_table(*report.fewshot_difference_rows(closed)),
+                ]
             if opened:
                 lines += [
                     "",
@@ -201,15 +208,9 @@ class Run:
                 report.markdown_table(*report.stream_rows(s)),
                 "",
                 f"As enrolled (calibrated thresholds, offset 0): FRR {100 * point['frr']:.1f}%, "
-                f"{point['fa_per_hour']:.2f} false alarms per hour. Not run in streaming: MFCC+DTW (spotting needs "
-                "subsequence DTW with open begin and end and running normalisation, a different detector from the "
-                "few-shot baseline, whose recurrence is sequential along both axes and does not vectorise in numpy) "
-                "and the teacher (~550 M MACs per second of audio; not a device detector). Nor EfficientWord-Net: "
-                "its engine is a different detector (1.5 s windows every 0.75 s, best cosine against each reference "
-                "take, one fixed threshold, no calibration, a gate that skips windows with sound in their first "
-                "0.1 s), so streaming it fairly means porting that loop beside ours, not feeding its embeddings "
-                "to our detector.",
+                f"{point['fa_per_hour']:.2f} false alarms per hour.",
             ]
+            lines += report.stream_baseline_lines(s)
         for title, path in self.images:
             lines += ["", f"![{title}]({Path(os.path.relpath(path.resolve(), relative_to.resolve())).as_posix()})"]
         return "\n".join(lines) + "\n"
@@ -294,9 +295,16 @@ def _stream(run: Run, cache: AudioCache, noise, config: StreamConfig, dataset: P
         cap = min(len(pool), run.args.negative_pool)
         negative_clips = [pool[i] for i in sorted(rng.choice(len(pool), cap, replace=False))]
     refractory = DetectorSettings().refractory_seconds
+    baselines = [b for b in run.args.stream_baselines.split(",") if b]
+    peer_skipped = peer.unavailable(run.args.peer_venv) if "peer" in baselines else None
+    if peer_skipped:
+        print(f"kws-eval: streaming without {peer.PEER_LABEL}: {peer_skipped}", file=sys.stderr)
+        baselines.remove("peer")
     summary, (positives, negative_peaks, noise_hops) = run_stream_suite(
-        run.args.model, keyword_clips, negative_clips, noise, cache, config, refractory
-    )
+        run.args.model, keyword_clips, negative_clips, noise, cache, config, refractory,
+        baselines=baselines, peer_venv=run.args.peer_venv, workers=run.args.workers,
+    )  # fmt: skip
+    summary["peer_skipped"] = peer_skipped
     run.checks["stream keywords"] = {"ours": summary["guard"]}
     summary["negative_pool"] = f"`{negatives.name}` ({run.args.negative_words})" if negative_clips else "nowhere"
     run.stream = summary
@@ -425,6 +433,11 @@ def _stream_options(parser: argparse.ArgumentParser, negative_minutes: float) ->
     parser.add_argument("--negative-pool", type=int, default=1200, help="other-word clips decoded for negatives")
     parser.add_argument(
         "--negative-words", default="lang:en", help="which --negatives words: lang:XX (default lang:en) or all"
+    )
+    parser.add_argument(
+        "--stream-baselines",
+        default="dtw,peer",
+        help="baselines run on the same stream: dtw, peer (EfficientWord-Net, when installed); '' for none",
     )
 
 

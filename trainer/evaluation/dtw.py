@@ -22,6 +22,7 @@ import numpy as np
 from device.frontend import FrontendConfig, log_mel
 from device.vad import trim_silence
 
+DTW_LABEL = "MFCC+DTW"
 NUM_CEPS = 13
 _MAX_BATCH_CELLS = 32_000_000  # pairs x rows x columns per batch (~128 MB of float32 costs): ~5k pairs
 
@@ -118,6 +119,110 @@ def dtw_batch(
     if normalise:
         result /= la + lb
     return result
+
+
+def _slope_limited_match(cost: np.ndarray) -> np.ndarray:
+    """Best open-begin, open-end match of the rows (template) in the columns, per pair: ``[pairs]`` cost / length.
+
+    ``cost`` is ``[rows, columns, pairs]`` (or any view with that shape). Steps (1, 1), (1, 2) and
+    (2, 1) keep the warp between half and twice the template's pace: with free vertical steps a
+    whole template could collapse onto one frame of noise that resembles its mean. A step adds
+    the cost of every cell it passes, and the answer is the path's cost over its cell count, so
+    long and short templates, and fast and slow matches, share one scale. Each row needs only
+    the two before it, so a row is a handful of vector operations over every column and pair.
+    """
+    rows, columns, pairs = cost.shape
+    inf = np.float32(np.inf)
+    two_back = np.full((columns, pairs), inf, np.float32)
+    two_back_length = np.ones((columns, pairs), np.float32)
+    previous = np.array(cost[0], np.float32)  # a match may begin at any column
+    previous_length = np.ones((columns, pairs), np.float32)
+    for i in range(1, rows):
+        row = np.asarray(cost[i], np.float32)
+        best = np.full((columns, pairs), inf, np.float32)
+        length = np.zeros((columns, pairs), np.float32)
+        candidates = [
+            (1, previous, previous_length, row[1:], 1),  # diagonal
+            (2, previous, previous_length, row[2:] + row[1:-1], 2),  # two columns for one row
+        ]
+        if i >= 2:
+            candidates.append((1, two_back, two_back_length, row[1:] + np.asarray(cost[i - 1], np.float32)[1:], 2))
+        for shift, source, source_length, step_cost, cells in candidates:
+            total = source[:-shift] + step_cost
+            better = total < best[shift:]
+            np.copyto(best[shift:], total, where=better)
+            np.copyto(length[shift:], source_length[:-shift] + np.float32(cells), where=better)
+        two_back, two_back_length = previous, previous_length
+        previous, previous_length = best, np.maximum(length, 1.0)
+    return (previous / previous_length).min(axis=0).astype(np.float64)
+
+
+def subsequence_dtw(template: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """Best match of ``template [n, d]`` anywhere inside each of ``windows [B, m, d]``: ``[B]`` mean cell costs.
+
+    Keyword spotting with templates: the word may start and end anywhere in the window (open
+    begin and end); the warp is slope-limited (:func:`_slope_limited_match`).
+    """
+    windows = np.asarray(windows, np.float32)
+    template = np.asarray(template, np.float32)
+    cost = np.einsum("nd,bmd->nmb", template, windows) * np.float32(-2.0)
+    cost += np.sum(template * template, axis=1)[:, None, None]
+    cost += np.sum(windows * windows, axis=2).T[None, :, :]
+    np.maximum(cost, 0.0, out=cost)
+    np.sqrt(cost, out=cost)
+    return _slope_limited_match(cost)
+
+
+def subsequence_dtw_windows(
+    template: np.ndarray, frames: np.ndarray, window: int, hop: int, block: int = 8000
+) -> np.ndarray:
+    """:func:`subsequence_dtw` of ``template`` in each window ``frames[e - window : e]``, ``e = window + k hop``.
+
+    Streaming windows overlap, so the local costs are computed once for the whole stream
+    (``[n, frames]``) and every window is a strided view of them: no cost is computed twice.
+    """
+    template = np.asarray(template, np.float32)
+    frames = np.asarray(frames, np.float32)
+    local = frames @ template.T * np.float32(-2.0)
+    local += np.sum(frames * frames, axis=1)[:, None]
+    local += np.sum(template * template, axis=1)[None, :]
+    np.maximum(local, 0.0, out=local)
+    np.sqrt(local, out=local)
+    local = np.ascontiguousarray(local.T)  # [n, frames]
+    count = max(0, (len(frames) - window) // hop + 1)
+    out = np.empty(count)
+    row_stride, column_stride = local.strides
+    for first in range(0, count, block):
+        windows = min(block, count - first)
+        cost = np.lib.stride_tricks.as_strided(
+            local[:, first * hop :],
+            shape=(len(template), window, windows),
+            strides=(row_stride, column_stride, hop * column_stride),
+            writeable=False,
+        )  # cost[i, j, b] = local[i, (first + b) * hop + j]
+        out[first : first + windows] = _slope_limited_match(cost)
+    return out
+
+
+def subsequence_dtw_reference(template: np.ndarray, window: np.ndarray) -> float:
+    """Plain double-loop version of :func:`subsequence_dtw`, the definition the fast one must match."""
+    n, m = len(template), len(window)
+    c = np.array([[np.linalg.norm(template[i] - window[j]) for j in range(m)] for i in range(n)])
+    d = np.full((n, m), np.inf)
+    length = np.ones((n, m))
+    d[0] = c[0]
+    for i in range(1, n):
+        for j in range(m):
+            options = []
+            if j >= 1:
+                options.append((d[i - 1, j - 1] + c[i, j], length[i - 1, j - 1] + 1))
+            if j >= 2:
+                options.append((d[i - 1, j - 2] + c[i, j - 1] + c[i, j], length[i - 1, j - 2] + 2))
+            if i >= 2 and j >= 1:
+                options.append((d[i - 2, j - 1] + c[i - 1, j] + c[i, j], length[i - 2, j - 1] + 2))
+            if options:
+                d[i, j], length[i, j] = min(options, key=lambda o: o[0])
+    return float(np.min(d[-1] / length[-1]))
 
 
 def dtw_pairs(

@@ -72,6 +72,19 @@ def fewshot_rows(summaries: Sequence[dict]) -> tuple[list[str], list[list[str]]]
     return ["task", *methods, "chance", "episodes"], rows
 
 
+def fewshot_difference_rows(summaries: Sequence[dict], ours: str = "ours") -> tuple[list[str], list[list[str]]]:
+    """Ours minus each other method, accuracy points per task (positive: ours ahead), on the same episodes."""
+    methods = [m for m in dict.fromkeys(s["method"] for s in summaries) if m != ours]
+    tasks = list(dict.fromkeys(s["task"] for s in summaries))
+    by = {(s["task"], s["method"]): s["accuracy"] for s in summaries}
+    rows = []
+    for task in tasks:
+        if (task, ours) in by:
+            cells = [f"{100 * (by[(task, ours)] - by[(task, m)]):+.1f}" if (task, m) in by else "" for m in methods]
+            rows.append([task, *cells])
+    return ["task", *(f"ours - {m}" for m in methods)], rows
+
+
 def open_set_rows(summaries: Sequence[dict], target_frr: float = 0.05) -> tuple[list[str], list[list[str]]]:
     rows = []
     for s in summaries:
@@ -105,29 +118,85 @@ def _num(x: float, digits: int = 2) -> str:
 
 
 def stream_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    """FRR at fixed FA/hour and FA/hour at fixed FRR, for a global threshold and per-keyword thresholds."""
-    rows = []
-    for name, key in (("one global threshold", "global"), ("enrollment-calibrated + offset", "calibrated")):
-        s = result[key]
-        rows.append(
-            [name] + [pct(s["frr_at_fa"][a]) for a in FA_TARGETS] + [_num(s["fa_at_frr"][f]) for f in FRR_TARGETS]
-        )
+    """FRR at fixed FA/hour and FA/hour at fixed FRR: ours (global and per-keyword thresholds), then each baseline."""
+    schemes = [
+        ("ours, one global threshold", result["global"]),
+        ("ours, enrollment-calibrated + offset", result["calibrated"]),
+    ]
+    schemes += [(f"{b['label']}, one global threshold", b["global"]) for b in result.get("baselines", [])]
+    rows = [
+        [name] + [pct(s["frr_at_fa"][a]) for a in FA_TARGETS] + [_num(s["fa_at_frr"][f]) for f in FRR_TARGETS]
+        for name, s in schemes
+    ]
     header = (
-        ["thresholds"] + [f"FRR % @ {a:g} FA/h" for a in FA_TARGETS] + [f"FA/h @ {100 * f:g}% FRR" for f in FRR_TARGETS]
+        ["detector"] + [f"FRR % @ {a:g} FA/h" for a in FA_TARGETS] + [f"FA/h @ {100 * f:g}% FRR" for f in FRR_TARGETS]
     )
     return header, rows
 
 
+def _ratio(numerator: float, denominator: float) -> str:
+    if numerator is None or denominator is None or not (np.isfinite(numerator) and np.isfinite(denominator)):
+        return "n/a"
+    if denominator == 0:
+        return "ours 0" if numerator > 0 else "both 0"
+    return f"{numerator / denominator:.1f}x"
+
+
+def stream_comparison_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Each baseline against ours as shipped (calibrated): FRR points more at equal FA/h, FA/h ratio at equal FRR."""
+    ours = result["calibrated"]
+    rows = []
+    for b in result.get("baselines", []):
+        theirs = b["global"]
+        more = []
+        for a in FA_TARGETS:
+            x, y = theirs["frr_at_fa"][a], ours["frr_at_fa"][a]
+            more.append("n/a" if x is None or y is None else f"{100 * (x - y):+.1f}")
+        rows.append([b["label"], *more, *(_ratio(theirs["fa_at_frr"][f], ours["fa_at_frr"][f]) for f in FRR_TARGETS)])
+    header = (
+        ["baseline vs ours"]
+        + [f"FRR points more @ {a:g} FA/h" for a in FA_TARGETS]
+        + [f"FA/h ratio @ {100 * f:g}% FRR" for f in FRR_TARGETS]
+    )
+    return header, rows
+
+
+def stream_baseline_lines(result: dict) -> list[str]:
+    """Markdown lines on the baselines streamed beside ours: how each ran, then the comparison table."""
+    lines = []
+    baselines = result.get("baselines", [])
+    if baselines:
+        lines += [
+            "",
+            "The baselines ran on the same stream with the takes the device accepted (`trainer/evaluation/"
+            "stream_baselines.py`), each as its own detector does, scored by the same replay:",
+            "",
+        ]
+        lines += [
+            f"- {b['label']}: {b['detector']}; {b['windows_scored']} windows scored in {b['processing_seconds']:.0f} s"
+            for b in baselines
+        ]
+        lines += ["", markdown_table(*stream_comparison_rows(result))]
+    if result.get("peer_skipped"):
+        lines += ["", f"EfficientWord-Net not streamed: {result['peer_skipped']}."]
+    lines += [
+        "",
+        "Not streamed: the teacher (~550 M MACs per second of audio; a training-time tool, not a device detector).",
+    ]
+    return lines
+
+
 def plot_det(result: dict, path: Path, title: str) -> None:
-    """DET curve: FRR against false alarms per hour (log), both threshold schemes, calibrated point marked."""
+    """DET curve: FRR against false alarms per hour (log); ours with both threshold schemes, then each baseline."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for label, key in (("one global threshold", "global"), ("calibrated + offset", "calibrated")):
-        s = result[key]
+    curves = [("ours, one global threshold", result["global"]), ("ours, calibrated + offset", result["calibrated"])]
+    curves += [(f"{b['label']}, one global threshold", b["global"]) for b in result.get("baselines", [])]
+    for label, s in curves:
         fa = np.maximum(np.asarray(s["fa_per_hour"], float), 1e-2)
         ax.step(fa, 100 * np.asarray(s["frr"], float), where="post", label=label)
     point = result["calibrated_at_offset_0"]
@@ -136,7 +205,7 @@ def plot_det(result: dict, path: Path, title: str) -> None:
         100 * point["frr"],
         "o",
         color="black",
-        label=f"as enrolled (offset 0): FRR {100 * point['frr']:.1f}%, {point['fa_per_hour']:.2f} FA/h",
+        label=f"ours as enrolled (offset 0): FRR {100 * point['frr']:.1f}%, {point['fa_per_hour']:.2f} FA/h",
     )
     ax.set_xscale("log")
     ax.set_xlim(1e-2 * 0.8, 1e3)

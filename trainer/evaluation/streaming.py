@@ -90,6 +90,7 @@ class KeywordPlan:
     enroll: list[np.ndarray]
     spare: list[np.ndarray]  # more takes of the same speaker, for a retry when the device refuses a take
     targets: list[StreamItem]
+    enrolled: list[np.ndarray] = field(default_factory=list)  # the takes the device accepted (baselines get them too)
 
 
 @dataclass
@@ -286,6 +287,7 @@ def enroll_keywords(spotter, plans: Sequence[KeywordPlan]) -> dict[str, dict]:
             try:
                 keyword = spotter.enroll(plan.name, takes, keep_takes=False)
                 report[plan.name] = {"threshold": keyword.threshold, "retries": retries}
+                plan.enrolled = list(takes)
                 break
             except EnrollmentError as error:
                 if not spare:

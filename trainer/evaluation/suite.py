@@ -23,6 +23,7 @@ from trainer.evaluation.dtw import DTWScorer, mfcc
 from trainer.evaluation.embedders import EmbedderSpec, embed_all
 from trainer.evaluation.fewshot import EmbeddingScorer, FewShotConfig, evaluate, sample_episodes
 from trainer.evaluation.report import pct
+from trainer.evaluation.stream_baselines import dtw_trace, peer_traces, summarise_baseline
 from trainer.evaluation.streaming import (
     StreamConfig,
     StreamItem,
@@ -36,7 +37,6 @@ from trainer.evaluation.streaming import (
 )
 
 log = logging.getLogger(__name__)
-DTW_LABEL = "MFCC+DTW"
 
 
 class AudioCache:
@@ -153,8 +153,14 @@ def run_stream(
     config: StreamConfig,
     refractory: float,
     claims_unseen_words: bool = True,
+    baselines: Sequence[str] = (),
+    peer_venv: Path | None = None,
+    workers: int = 0,
 ) -> tuple[dict, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Plan keywords, build the stream, enroll, run the detector, score; returns the summary and score samples."""
+    """Plan keywords, build the stream, enroll, run the detector, score; returns the summary and score samples.
+
+    ``baselines`` (``dtw``, ``peer``) then run on the same stream with the takes the device accepted.
+    """
     rng = np.random.default_rng([config.seed, 2])
     audio = cache.get(keyword_clips, "decoding keyword set")
     words = np.array([c.word for c in keyword_clips])
@@ -193,6 +199,19 @@ def run_stream(
         for name in trace.names
     ]
     summary = summarise(trace, windows, stream, config, refractory)
+    by_name = {p.name: p for p in plans}
+    enrolled = [by_name[name] for name in trace.names]  # the keywords the device enrolled, in the trace's order
+    manifest = load_manifest(model_path)
+    summary["baselines"] = []
+    for name in baselines:
+        if name == "dtw":
+            traces = [dtw_trace(stream.audio, enrolled, manifest.frontend, manifest.window_frames, refractory)]
+        elif name == "peer":
+            traces = peer_traces(peer_venv, stream.audio, enrolled, workers)
+        else:
+            raise ValueError(f"unknown stream baseline {name!r}: use dtw, peer")
+        summary["baselines"] += [summarise_baseline(baseline, windows) for baseline in traces]
+        tqdm.write(f"  stream baseline {name}: {traces[0].trace.seconds:.0f} s")
     summary["enrollment"] = enrollment
     summary["guard"] = checked
     summary["negative_sources"] = {
