@@ -121,3 +121,31 @@ def test_fewshot_differences_by_hand():
     header, rows = report.fewshot_difference_rows(summaries)
     assert header == ["task", "ours - teacher", "ours - DTW"]
     assert rows == [["t1", "-7.5", "+34.0"], ["t2", "+5.0", ""]]
+
+
+def test_synthetic_evaluation_voices_are_none_of_trainings_and_say_the_reserved_words(tmp_path):
+    from trainer.evaluation import synth_set
+    from trainer.evaluation.data import read_clips
+    from trainer.synth import ENGINES, find_voices
+
+    if synth_set.unavailable():
+        pytest.skip(synth_set.unavailable())
+    catalog = find_voices(ENGINES)
+    training = synth_set.training_speaker_ids(catalog)
+    assert len(training) == 300
+    chosen = synth_set.evaluation_speakers(catalog, 6, training)
+    assert len(chosen) == 6 and not {s.id for s in chosen} & training
+    with pytest.raises(RuntimeError, match="differ from training"):
+        synth_set.evaluation_speakers(catalog, 6, training | _all_ids(catalog))
+    summary = synth_set.render(tmp_path / "set", speakers=2, takes=1)
+    assert summary.clips == 40 and summary.failed == 0
+    clips = read_clips(tmp_path / "set", "reserved")
+    assert {c.word for c in clips} == set(synth_set.EVALUATION_KEYWORDS)
+    assert len({c.speaker_key for c in clips}) == 2
+
+
+def _all_ids(catalog) -> set[str]:
+    from trainer.evaluation import synth_set
+    from trainer.synth import sample_speakers
+
+    return {s.id for s in sample_speakers(catalog, 4 * 6, synth_set.EVAL_SEED)}

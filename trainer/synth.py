@@ -818,13 +818,23 @@ def generate(
     plan = assign(vocabulary, speakers, per_word, takes, seed)
     if remove_stale:
         log.info("removed %d wavs not in the plan", prune(out_dir, {job.relpath for job in plan}))
+    return render_plan(out_dir, plan, seed, jobs, chunk_size, start)
 
+
+def render_plan(
+    out_dir: Path, plan: Sequence[ClipJob], seed: int = 0, jobs: int | None = None, chunk_size: int = 24, start=None
+) -> Summary:
+    """Render the clips of ``plan`` not yet on disk (resumable), then write the manifest of all of them.
+
+    It speaks whatever it is given: :func:`generate`, the training path, refuses reserved words
+    before it gets here; the evaluation's synthetic set (``trainer.evaluation.synth_set``) asks for them.
+    """
+    start = time.monotonic() if start is None else start
     pending = [job for job in plan if wav_duration(out_dir / job.relpath) is None]
     summary = Summary(cached=len(plan) - len(pending))
     if pending:
         chunks = chunk_by_speaker(pending, chunk_size, f"chunks:{seed}")
         summary.new, summary.failed = run_chunks(out_dir, chunks, render_chunk, jobs or os.cpu_count() or 1, "synth")
-
     return finish_run(out_dir, plan, _manifest_row, summary, start)
 
 

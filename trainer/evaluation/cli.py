@@ -30,7 +30,7 @@ import numpy as np
 
 from device.detector import DetectorSettings
 from device.manifest import ModelError, load_manifest
-from trainer.evaluation import peer, report
+from trainer.evaluation import peer, report, synth_set
 from trainer.evaluation.data import REPO_ROOT, default_model_path, load_noise, read_clips, shared_data, shared_root
 from trainer.evaluation.dtw import DTW_LABEL
 from trainer.evaluation.embedders import EmbedderSpec
@@ -127,6 +127,7 @@ class Run:
         self.checks: dict[str, dict] = {}
         self.images: list[tuple[str, Path]] = []
         self.costs: dict | None = None  # ours vs the peer per window / second of audio, model bytes
+        self.skipped: list[str] = []  # sets that could not run here, and why
 
     def markdown(self, relative_to: Path) -> str:
         """The report section; image links relative to ``relative_to`` (the folder of the markdown file)."""
@@ -150,8 +151,10 @@ class Run:
                 "Accuracy % ± 95% CI over seeded episodes (prototype = mean of support embeddings, cosine; "
                 "DTW: min distance to a class's takes); every method on the same episodes. "
                 "Same: support and queries by one speaker; cross: queries by other speakers than the support, "
-                "which is one speaker where the data has the takes (FSDD), else mixed (each word's takes from any "
-                "speakers: Speech Commands, zh).",
+                "which is one speaker where the data has the takes (FSDD, synthetic voices), else mixed (each "
+                "word's takes from any speakers: Speech Commands, zh). Synthetic voices: the 20 reserved words by "
+                "TTS speakers (engine, voice, rate, pitch, warp) none of which made training data "
+                "(`trainer/evaluation/synth_set.py`).",
             ]
             if closed:
                 lines += ["", report.markdown_table(*report.fewshot_rows(closed))]
@@ -175,6 +178,8 @@ class Run:
                 lines += ["", f"{peer.METHOD_NOTE}. Reference: {peer.README_FIGURES}."]
             if getattr(a, "peer_skipped", None):
                 lines += ["", f"{peer.PEER_LABEL} (peer) not run: {a.peer_skipped}."]
+            if self.skipped:
+                lines += ["", "Not run here: " + "; ".join(self.skipped) + "."]
         if self.costs:
             lines += [
                 "",
@@ -362,6 +367,22 @@ def cmd_stream(args: argparse.Namespace) -> Run:
     return run
 
 
+def _synthetic_set(run: Run, cache: AudioCache, noise, base: FewShotConfig, methods) -> None:
+    """The reserved words by TTS voices training never used (rendered once into data_cache/eval_synth)."""
+    reason = synth_set.unavailable()
+    if reason:
+        print(f"kws-eval: skipping the synthetic-voice set: {reason}", file=sys.stderr)
+        run.skipped.append(f"synthetic voices: {reason}")
+        return
+    folder = REPO_ROOT / "data_cache" / "eval_synth"
+    summary = synth_set.render(folder, REPO_ROOT / "data_cache" / "synth" / "manifest.jsonl")
+    print(f"synthetic voices: {summary}")
+    _fewshot_set(
+        run, cache, noise, "synthetic voices (20 reserved)", folder, "reserved",
+        [(10, [1, 5], ["cross"], base)], methods,
+    )  # fmt: skip
+
+
 def cmd_all(args: argparse.Namespace) -> Run:
     """The standard suite (`make eval`): every set, ours vs teacher vs DTW on the same episodes, then streaming."""
     run = Run(args)
@@ -383,6 +404,7 @@ def cmd_all(args: argparse.Namespace) -> Run:
         ],
         methods,
     )  # fmt: skip
+    _synthetic_set(run, cache, noise, base, methods)
     _fewshot_set(
         run, cache, noise, "held-out language (zh)", shared_data("multilingual_words"), "lang:zh",
         [(10, [1, 3, 5], ["cross"], base)], methods,
