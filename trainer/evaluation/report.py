@@ -193,7 +193,7 @@ def plot_det(result: dict, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
     curves = [("ours, one global threshold", result["global"]), ("ours, calibrated + offset", result["calibrated"])]
     curves += [(f"{b['label']}, one global threshold", b["global"]) for b in result.get("baselines", [])]
     for label, s in curves:
@@ -214,7 +214,7 @@ def plot_det(result: dict, path: Path, title: str) -> None:
     ax.set_ylabel("false-reject rate (%)")
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)  # below: curves stay visible
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -112,7 +112,8 @@ def dtw_trace(
         distances = subsequence_dtw_windows(template, ceps, window_frames, hop)
         np.maximum(scores[:, k], -distances, out=scores[:, k])
     detector = (
-        f"{window_frames * frame_seconds:.3f} s window every {hop * frame_seconds:g} s, score = minus the least "
+        f"{frontend.samples_for_frames(window_frames) / frontend.sample_rate:.3f} s window every "
+        f"{hop * frame_seconds:g} s, score = minus the least "
         f"slope-limited subsequence-DTW cost per cell against a take, {DTW_MEAN_SECONDS:g} s running cepstral "
         f"mean (templates: the take after {DTW_MEAN_SECONDS:g} s of pink noise at {DTW_TEMPLATE_SNR_DB:g} dB SNR), "
         f"{len(takes)} takes, {refractory:g} s refractory"
