@@ -81,8 +81,10 @@ def test_dtw_trace_peaks_where_the_keyword_is_said():
         start = int(at * 16000)
         audio[start : start + len(clip)] += clip
     plan = KeywordPlan("toaster", "toaster", "me", takes, [], [], enrolled=takes)
-    baseline = dtw_trace(audio, [plan], frontend, window_frames=120, refractory=1.5)
+    baseline = dtw_trace(audio, [plan], frontend, window_frames=120, refractory=1.5)  # one process per core
     trace = baseline.trace
+    one_process = dtw_trace(audio, [plan], frontend, window_frames=120, refractory=1.5, workers=1).trace
+    np.testing.assert_array_equal(trace.scores, one_process.scores)
     assert trace.scores.shape == (len(trace.times), 1) and trace.names == ["toaster"]
     best = float(trace.times[int(np.argmax(trace.scores[:, 0]))])
     assert 4.0 < best < 4.0 + len(say("toaster")) / 16000 + 1.3  # the window that holds the keyword
@@ -108,6 +110,12 @@ def test_comparison_rows_by_hand():
     header, rows = report.stream_comparison_rows(result)
     assert len(header) == 8
     assert rows == [["DTW", "+50.0", "+50.0", "n/a", "+5.0", "ours 0", "2.5x", "n/a"]]
+
+    result["baselines"][0].update(detector="1.2 s every 0.1 s", windows_scored=10, processing_seconds=1.0)
+    result["peer_skipped"] = "no EfficientWord-Net venv at /x (make install-peer)"
+    text = "\n".join(report.stream_baseline_lines(result))
+    assert "- DTW: 1.2 s every 0.1 s; 10 windows scored" in text and "| DTW | +50.0 |" in text
+    assert "EfficientWord-Net not streamed: no EfficientWord-Net venv at /x (make install-peer)." in text
 
 
 def test_fewshot_differences_by_hand():

@@ -92,6 +92,42 @@ def dtw_template(take: np.ndarray, frontend: FrontendConfig) -> np.ndarray:
     return stream_ceps(audio, frontend)[lead // frontend.hop_samples :]
 
 
+_WORKER_FRAMES = np.zeros((0, NUM_CEPS), np.float32)
+
+
+def _worker_distances(job: tuple[np.ndarray, int, int]) -> np.ndarray:
+    template, window, hop = job
+    return subsequence_dtw_windows(template, _WORKER_FRAMES, window, hop)
+
+
+def _distances(templates: Sequence[np.ndarray], frames: np.ndarray, window: int, hop: int, workers: int = 0):
+    """Each template's distances to every window, templates spread over forked processes (0: every core)."""
+    global _WORKER_FRAMES
+    import contextlib
+    import multiprocessing
+    import os
+
+    workers = min(workers or os.cpu_count() or 1, len(templates))
+    jobs = [(t, window, hop) for t in templates]
+    bar = tqdm(total=len(jobs), desc=f"{DTW_LABEL} stream", unit="take", leave=False)
+    _WORKER_FRAMES = frames  # inherited by the forked workers, not pickled per template
+    results = []
+    try:
+        with contextlib.ExitStack() as stack:
+            if workers <= 1:
+                computed = map(_worker_distances, jobs)
+            else:
+                pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
+                computed = pool.imap(_worker_distances, jobs)
+            for distances in computed:
+                results.append(distances)
+                bar.update(1)
+    finally:
+        _WORKER_FRAMES = np.zeros((0, NUM_CEPS), np.float32)
+        bar.close()
+    return results
+
+
 def dtw_trace(
     audio: np.ndarray,
     plans: Sequence[KeywordPlan],
@@ -99,6 +135,7 @@ def dtw_trace(
     window_frames: int,
     refractory: float,
     hop_seconds: float = DTW_HOP_SECONDS,
+    workers: int = 0,
 ) -> BaselineTrace:
     """Score every hop's window against every keyword's takes with subsequence DTW (``refractory`` as ours)."""
     started = time.perf_counter()
@@ -108,8 +145,8 @@ def dtw_trace(
     ends = np.arange(window_frames, len(ceps) + 1, hop)  # what subsequence_dtw_windows scores
     scores = np.full((len(ends), len(plans)), -np.inf)
     takes = [(k, dtw_template(take, frontend)) for k, plan in enumerate(plans) for take in plan.enrolled]
-    for k, template in tqdm(takes, desc=f"{DTW_LABEL} stream", unit="take", leave=False):
-        distances = subsequence_dtw_windows(template, ceps, window_frames, hop)
+    templates = [template for _, template in takes]
+    for (k, _), distances in zip(takes, _distances(templates, ceps, window_frames, hop, workers), strict=True):
         np.maximum(scores[:, k], -distances, out=scores[:, k])
     detector = (
         f"{frontend.samples_for_frames(window_frames) / frontend.sample_rate:.3f} s window every "

@@ -205,7 +205,11 @@ def run_stream(
     summary["baselines"] = []
     for name in baselines:
         if name == "dtw":
-            traces = [dtw_trace(stream.audio, enrolled, manifest.frontend, manifest.window_frames, refractory)]
+            traces = [
+                dtw_trace(
+                    stream.audio, enrolled, manifest.frontend, manifest.window_frames, refractory, workers=workers
+                )
+            ]
         elif name == "peer":
             traces = peer_traces(peer_venv, stream.audio, enrolled, workers)
         else:
