@@ -1,5 +1,7 @@
 """Training configs: a file can start from another and change only what it names."""
 
+import pytest
+
 from trainer.config import REPO_ROOT, load_config
 
 
@@ -41,3 +43,12 @@ def test_shipped_encoder_within_size_and_compute_budget():
     assert manifest.figures["model_bytes"] == (REPO_ROOT / "firmware_models/encoder.tflite").stat().st_size
     assert manifest.figures["model_bytes"] <= 150 * 1024
     assert manifest.figures["macs_per_window"] <= 10_000_000
+
+
+def test_export_from_a_run_without_training_says_what_is_missing(tmp_path):
+    from trainer.cli import main
+
+    with pytest.raises(SystemExit, match=r"has no normalisation\.npz, corpus\.json: export needs a training run"):
+        main(["export", "--random-weights", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m.tflite")])
+    with pytest.raises(SystemExit, match="best.weights.npz"):
+        main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m.tflite")])

@@ -92,6 +92,21 @@ def _sentence_summary(config: TrainConfig, windows: int) -> dict:
     }
 
 
+def _check_run_for_export(run_dir: Path, random_weights: bool) -> None:
+    """Refuse, before minutes of decoding, to export from a run folder that lacks what export reads.
+
+    Even the random-weights baseline needs its run: the input normalisation and the corpus summary
+    come from training's data, so the baseline sees features scaled as the trained encoder does.
+    """
+    needed = ["normalisation.npz", "corpus.json"] + ([] if random_weights else ["best.weights.npz"])
+    missing = [name for name in needed if not (run_dir / name).is_file()]
+    if missing:
+        raise SystemExit(
+            f"kws-train export: {run_dir} has no {', '.join(missing)}: export needs a training run there "
+            f"(make data, then `kws-train train --run {run_dir}` or make export)"
+        )
+
+
 def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, random_weights: bool = False) -> None:
     import numpy as np
 
@@ -208,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bank":
         _rebuild_bank(config, args.out)
         return 0
+    if args.command == "export":
+        _check_run_for_export(args.run, args.random_weights)
     data = _prepare(config)  # once: `all` trains and exports from the same decoded clips
     if args.command in ("train", "all"):
         _train(config, args.run, data)
