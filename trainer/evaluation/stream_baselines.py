@@ -67,7 +67,7 @@ def running_mean_removed(features: np.ndarray, frames: int) -> np.ndarray:
 
 
 def stream_ceps(audio: np.ndarray, frontend: FrontendConfig, mean_seconds: float = DTW_MEAN_SECONDS) -> np.ndarray:
-    """``[frames, 13]`` MFCCs of the whole stream, running mean removed (frame ``i`` ends at ``(i + 1)`` hops)."""
+    """``[frames, 13]`` stream MFCCs on the device's frames (frame ``i`` starts at ``i`` hops), running mean removed."""
     ceps = log_mel(np.asarray(audio, np.float32), frontend) @ dct_matrix(frontend.num_mels, NUM_CEPS)
     frames = max(1, round(mean_seconds * frontend.sample_rate / frontend.hop_samples))
     return running_mean_removed(ceps, frames)
