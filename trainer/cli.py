@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.config import TrainConfig, load_config
+from trainer.config import START_MODEL, TrainConfig, load_config
 from trainer.datasets import Clip
 
 if TYPE_CHECKING:  # importing the trainer pulls in TensorFlow; `--help` should not wait for it
@@ -69,12 +69,39 @@ def _training_cycles(run_dir: Path) -> list[dict]:
     from trainer.config import resolve_path
 
     asked = json.loads((run_dir / "config.json").read_text())
-    cycles = _training_cycles(resolve_path(asked["start_from"])) if asked.get("start_from") else []
+    start = asked.get("start_from")
+    if start and start.endswith(".tflite"):  # an exported model: its manifest lists the sessions that made it
+        cycles = _exported_cycles(run_dir / START_MODEL)
+    else:
+        cycles = _training_cycles(resolve_path(start)) if start else []
     history = _history(run_dir)
     cycle = {"run": run_dir.name, "steps": history[-1]["step"] if history else 0}
     if (run_dir / "timing.json").exists():
         cycle |= json.loads((run_dir / "timing.json").read_text())
     return [*cycles, cycle]
+
+
+def _exported_cycles(model_path: Path) -> list[dict]:
+    """The training sessions an exported model's manifest records (one, when it was made in one)."""
+    from device.manifest import load_manifest
+
+    training = load_manifest(model_path).training
+    cycles = training.get("cycles")
+    if cycles:
+        return list(cycles)
+    cycle = {"run": model_path.stem, "steps": training.get("steps", 0)}
+    if "train_minutes" in training:
+        cycle["train_minutes"] = training["train_minutes"]
+    return [cycle]
+
+
+def _exported_clip_ids(model_path: Path) -> list[str]:
+    """The training clip ids an exported model's manifest lists (as the evaluation's leakage guard reads them)."""
+    from device.manifest import load_manifest
+    from trainer.evaluation.guard import training_clip_ids
+
+    ids = training_clip_ids(load_manifest(model_path).training, model_path) or []
+    return ["/".join(i) if isinstance(i, (list, tuple)) else str(i) for i in ids]
 
 
 def _sentence_summary(config: TrainConfig, windows: int) -> dict:
@@ -148,6 +175,8 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, r
     # Real recordings that trained the model, for the evaluation's disjointness check (synthetic voices
     # are identified by the generator's seed and speaker ids in the corpus summary instead).
     clip_ids = [training_clip_id(c) for c in data.corpus.train if c.source not in config.synthetic_sources]
+    if not random_weights and (run_dir / START_MODEL).is_file():  # and every clip that trained the start model
+        clip_ids = list(dict.fromkeys([*_exported_clip_ids(run_dir / START_MODEL), *clip_ids]))
     manifest = export(
         model,
         config,

@@ -18,6 +18,7 @@ from trainer.episodes import EpisodeConfig
 from trainer.model import EncoderConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+START_MODEL = "start.tflite"  # a run whose start_from is an exported model keeps its copy here
 
 
 def shared_root() -> Path:
@@ -90,8 +91,10 @@ class TrainConfig:
     # short comparison runs (ablation rows), whose drift is still measured and written to the manifest.
     parity_gate: bool = True
     time_budget_minutes: float = 0.0  # stop training early after this long (0: no limit)
-    # A finished run folder whose latest weights start this run: one more warm-up and cosine decay
-    # (a warm restart) for a second training session, counted with the first in the manifest. "": none.
+    # What this run starts from, for one more warm-up and cosine decay (a warm restart) counted with the
+    # earlier sessions in the manifest: a finished run folder (its latest weights and loss head), or an
+    # exported model such as "firmware_models/encoder.tflite" (rebuilt in float by trainer.warm_start; a
+    # fresh machine has no run folders, only what shipped). "": none.
     start_from: str = ""
 
     def to_dict(self) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -23,8 +24,9 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from device.frontend import FrontendConfig, log_mel
+from device.manifest import load_manifest, manifest_path_for
 from trainer.augment import Augmenter, load_noise_bank
-from trainer.config import TrainConfig, resolve_path
+from trainer.config import START_MODEL, TrainConfig, resolve_path
 from trainer.corpus import Corpus, build_corpus
 from trainer.datasets import summarize
 from trainer.episodes import EpisodeConfig
@@ -33,6 +35,7 @@ from trainer.model import build_encoder
 from trainer.pipeline import EpisodeMaker, load_bank, stream_episodes
 from trainer.sentences import load_sentence_windows
 from trainer.teacher import teacher_dir, teacher_targets
+from trainer.warm_start import read_exported_weights, rebuild_encoder
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +240,31 @@ def start_weights(model: keras.Model, head: LossHead, previous_run: Path) -> Non
         log.info("starting a new cycle from %s (its step %d)", checkpoint, int(saved["step"]))
 
 
+def starts_from_export(config: TrainConfig, run_dir: Path) -> Path | None:
+    """The run's copy of the exported ``.tflite`` that ``start_from`` names, or None (it names a run folder).
+
+    The model, its manifest and its training-clip list are copied into the run folder when the run
+    starts, so an export of this run over the same path (``firmware_models/``) cannot change what it
+    started from: its history, its clip list and, on resume, its input normalisation. Its loss head
+    starts anew and its encoder is rebuilt in float (``trainer.warm_start``).
+    """
+    if not config.start_from.endswith(".tflite"):
+        return None
+    snapshot = run_dir / START_MODEL
+    if not snapshot.is_file():
+        source = resolve_path(config.start_from)
+        if not source.is_file():
+            raise FileNotFoundError(f"start_from: {source} does not exist")
+        manifest = load_manifest(source)  # refuses a model that does not match its manifest
+        clip_ids = manifest.training.get("clip_ids_file")
+        if clip_ids:
+            shutil.copyfile(source.parent / clip_ids, run_dir / clip_ids)
+        shutil.copyfile(manifest_path_for(source), manifest_path_for(snapshot))
+        shutil.copyfile(source, snapshot)
+        log.info("start_from: copied %s (sha256 %s) to %s", source, manifest.sha256[:12], snapshot)
+    return snapshot
+
+
 def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
     """Train (or resume) in ``run_dir`` on ``prepare_data``'s result; return the path of the best weights.
 
@@ -246,7 +274,12 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     keras.utils.set_random_seed(config.seed)
-    np.savez(run_dir / "normalisation.npz", mean=data.feature_mean, std=data.feature_std)
+    exported_start = starts_from_export(config, run_dir)
+    if exported_start is not None:  # its weights expect its own input normalisation: keep it, and export with it
+        start = read_exported_weights(exported_start)
+        np.savez(run_dir / "normalisation.npz", mean=start.mean, std=start.std)
+    else:
+        np.savez(run_dir / "normalisation.npz", mean=data.feature_mean, std=data.feature_std)
     (run_dir / "corpus.json").write_text(
         json.dumps(
             {
@@ -261,7 +294,13 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
     replicas = strategy.num_replicas_in_sync
     ep = data.train_maker.config
     with strategy.scope():
-        model = build_encoder(config.encoder, data.feature_mean, data.feature_std)
+        if exported_start is not None:
+            calibration = representative_windows(data, config.representative_windows, config.seed)
+            model = rebuild_encoder(exported_start, config.encoder, calibration)
+            log.info("encoder rebuilt from %s (float, batch norms re-expanded on %d windows)", exported_start,
+                     len(calibration))  # fmt: skip
+        else:
+            model = build_encoder(config.encoder, data.feature_mean, data.feature_std)
         head = LossHead(len(data.train_maker.words), config.encoder.embedding_size)
         head.build()
         optimizer = keras.optimizers.AdamW(0.0, weight_decay=config.weight_decay)
@@ -277,7 +316,7 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
             _assign(optimizer.variables, _saved_part(saved, "o_"))
             step, best = int(saved["step"]), float(saved["best"])
         log.info("resumed from %s at step %d (best validation %.3f)", checkpoint, step, best)
-    elif config.start_from:
+    elif config.start_from and exported_start is None:
         start_weights(model, head, resolve_path(config.start_from))
 
     # sentence windows (indices past the clips) have no word: -1 keeps them out of the classification loss
