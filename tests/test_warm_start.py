@@ -40,12 +40,12 @@ def test_the_rebuilt_float_encoder_matches_the_shipped_int8_one():
     rng = np.random.default_rng(0)
     calibration, probe = _windows(encoder, rng), _windows(encoder, rng)
     config = load_config(REPO / "configs" / "default.toml").encoder
-    model = rebuild_encoder(SHIPPED, config, calibration)
+    exported = read_exported_weights(SHIPPED)
+    model = rebuild_encoder(exported, config, calibration)
     rebuilt = model.predict(probe, verbose=0)
     shipped = np.stack([encoder.embed_frames(w) for w in probe])
     cosines = np.sum(rebuilt * shipped, axis=1)
     assert cosines.min() > 0.98 and cosines.mean() > 0.99  # int8 rounding, nothing more
-    exported = read_exported_weights(SHIPPED)
     assert exported.mean.shape == exported.std.shape == (40,) and np.all(exported.std > 0)
     # each batch norm sits on its convolution's calibration statistics, so a training-mode batch like the
     # calibration one computes what inference does: fine-tuning starts from the shipped function
@@ -63,7 +63,7 @@ def test_an_export_of_another_architecture_is_refused():
     calibration = _windows(encoder, np.random.default_rng(1))[:4]
     smaller = EncoderConfig(stem_channels=48, blocks=((64, 2), (64, 1)), embedding_size=64)
     with pytest.raises(WarmStartError, match="convolutions"):
-        rebuild_encoder(SHIPPED, smaller, calibration)
+        rebuild_encoder(read_exported_weights(SHIPPED), smaller, calibration)
     wider = EncoderConfig(stem_channels=32, blocks=((64, 2), (64, 1), (128, 2), (128, 1), (128, 1), (128, 1)))
     with pytest.raises(WarmStartError, match="the export has"):
-        rebuild_encoder(SHIPPED, wider, calibration)
+        rebuild_encoder(read_exported_weights(SHIPPED), wider, calibration)

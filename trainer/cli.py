@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainer.config import START_MODEL, TrainConfig, load_config
+from trainer.config import START_MODEL, TrainConfig, load_config, names_exported_model
 from trainer.datasets import Clip
 
 if TYPE_CHECKING:  # importing the trainer pulls in TensorFlow; `--help` should not wait for it
@@ -70,7 +70,7 @@ def _training_cycles(run_dir: Path) -> list[dict]:
 
     asked = json.loads((run_dir / "config.json").read_text())
     start = asked.get("start_from")
-    if start and start.endswith(".tflite"):  # an exported model: its manifest lists the sessions that made it
+    if start and names_exported_model(start):  # an exported model: its manifest lists the sessions that made it
         cycles = _exported_cycles(run_dir / START_MODEL)
     else:
         cycles = _training_cycles(resolve_path(start)) if start else []

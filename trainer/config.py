@@ -21,6 +21,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 START_MODEL = "start.tflite"  # a run whose start_from is an exported model keeps its copy here
 
 
+def names_exported_model(start_from: str) -> bool:
+    """True when a ``start_from`` value names an exported ``.tflite`` model, not a run folder."""
+    return start_from.endswith(".tflite")
+
+
 def shared_root() -> Path:
     """The shared data folder: ``$KWS_SHARED`` or ``../shared`` next to the repository."""
     return Path(os.environ.get("KWS_SHARED", REPO_ROOT.parent / "shared"))

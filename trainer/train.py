@@ -26,7 +26,7 @@ from tqdm import tqdm
 from device.frontend import FrontendConfig, log_mel
 from device.manifest import load_manifest, manifest_path_for
 from trainer.augment import Augmenter, load_noise_bank
-from trainer.config import START_MODEL, TrainConfig, resolve_path
+from trainer.config import START_MODEL, TrainConfig, names_exported_model, resolve_path
 from trainer.corpus import Corpus, build_corpus
 from trainer.datasets import summarize
 from trainer.episodes import EpisodeConfig
@@ -248,7 +248,7 @@ def starts_from_export(config: TrainConfig, run_dir: Path) -> Path | None:
     started from: its history, its clip list and, on resume, its input normalisation. Its loss head
     starts anew and its encoder is rebuilt in float (``trainer.warm_start``).
     """
-    if not config.start_from.endswith(".tflite"):
+    if not names_exported_model(config.start_from):
         return None
     snapshot = run_dir / START_MODEL
     if not snapshot.is_file():
@@ -275,11 +275,10 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
     (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     keras.utils.set_random_seed(config.seed)
     exported_start = starts_from_export(config, run_dir)
-    if exported_start is not None:  # its weights expect its own input normalisation: keep it, and export with it
-        start = read_exported_weights(exported_start)
-        np.savez(run_dir / "normalisation.npz", mean=start.mean, std=start.std)
-    else:
-        np.savez(run_dir / "normalisation.npz", mean=data.feature_mean, std=data.feature_std)
+    exported = read_exported_weights(exported_start) if exported_start is not None else None
+    # an exported start's weights expect its own input normalisation: keep it, and export with it
+    mean, std = (exported.mean, exported.std) if exported is not None else (data.feature_mean, data.feature_std)
+    np.savez(run_dir / "normalisation.npz", mean=mean, std=std)
     (run_dir / "corpus.json").write_text(
         json.dumps(
             {
@@ -293,21 +292,21 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
     strategy = strategy_for_this_machine()
     replicas = strategy.num_replicas_in_sync
     ep = data.train_maker.config
+    checkpoint, best_path = run_dir / "checkpoint.npz", run_dir / "best.weights.npz"
     with strategy.scope():
-        if exported_start is not None:
+        if exported is not None and not checkpoint.is_file():  # a resumed run takes every weight from its checkpoint
             calibration = representative_windows(data, config.representative_windows, config.seed)
-            model = rebuild_encoder(exported_start, config.encoder, calibration)
+            model = rebuild_encoder(exported, config.encoder, calibration)
             log.info("encoder rebuilt from %s (float, batch norms re-expanded on %d windows)", exported_start,
                      len(calibration))  # fmt: skip
         else:
-            model = build_encoder(config.encoder, data.feature_mean, data.feature_std)
+            model = build_encoder(config.encoder, mean, std)
         head = LossHead(len(data.train_maker.words), config.encoder.embedding_size)
         head.build()
         optimizer = keras.optimizers.AdamW(0.0, weight_decay=config.weight_decay)
         trainable = model.trainable_variables + head.trainable_variables
         optimizer.build(trainable)
 
-    checkpoint, best_path = run_dir / "checkpoint.npz", run_dir / "best.weights.npz"
     step, best, elapsed_before = 0, -1.0, training_clock(run_dir)
     if checkpoint.is_file():
         with np.load(checkpoint) as saved:

@@ -43,6 +43,7 @@ class WarmStartError(ValueError):
 class ExportedWeights:
     """Float weights recovered from an int8 export, in graph order."""
 
+    path: Path
     mean: np.ndarray  # [mels]
     std: np.ndarray  # [mels]
     convolutions: list[tuple[str, np.ndarray, np.ndarray]]  # (op, weights as the TFLite holds them, bias)
@@ -92,7 +93,7 @@ def read_exported_weights(model_path: str | Path) -> ExportedWeights:
         _dequantised(interpreter, details, int(dense_op["inputs"][1])),
         _dequantised(interpreter, details, int(dense_op["inputs"][2])),
     )
-    return ExportedWeights(mean, std, convolutions, dense)
+    return ExportedWeights(Path(model_path), mean, std, convolutions, dense)
 
 
 def _keras_kernel(op: str, weights: np.ndarray) -> np.ndarray:
@@ -102,20 +103,20 @@ def _keras_kernel(op: str, weights: np.ndarray) -> np.ndarray:
     return weights[0][..., None]
 
 
-def rebuild_encoder(model_path: str | Path, config: EncoderConfig, calibration: np.ndarray) -> keras.Model:
+def rebuild_encoder(exported: ExportedWeights, config: EncoderConfig, calibration: np.ndarray) -> keras.Model:
     """The float Keras encoder an int8 export came from, batch norms re-expanded on ``calibration`` windows.
 
-    ``calibration`` is ``[n, frames, mels]`` raw log-mel windows like the training batches. Raises
-    WarmStartError when the export's layers do not match ``config``'s architecture.
+    ``exported`` is :func:`read_exported_weights`'s reading of the model; ``calibration`` is
+    ``[n, frames, mels]`` raw log-mel windows like the training batches. Raises WarmStartError when
+    the export's layers do not match ``config``'s architecture.
     """
-    exported = read_exported_weights(model_path)
     model = build_encoder(config, exported.mean, exported.std)
     convolutions = [
         layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
     ]
     if len(convolutions) != len(exported.convolutions):
         raise WarmStartError(
-            f"{model_path} has {len(exported.convolutions)} convolutions, the config's encoder {len(convolutions)}"
+            f"{exported.path} has {len(exported.convolutions)} convolutions, the config's encoder {len(convolutions)}"
         )
     norms = [model.get_layer(f"{_block_name(layer)}_bn") for layer in convolutions]
     for layer, norm, (op, weights, bias) in zip(convolutions, norms, exported.convolutions, strict=True):

@@ -59,6 +59,19 @@ def _pad(sequences: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return out, lengths
 
 
+def _distances_from_products(products: np.ndarray, left_sq: np.ndarray, right_sq: np.ndarray) -> np.ndarray:
+    """Euclidean distances from dot products and squared norms (broadcast), in place: ``sqrt(|a|^2 + |b|^2 - 2 a.b)``.
+
+    One batched matrix product instead of a difference per pair of frames; rounding can make a
+    tiny squared distance negative, hence the clamp at 0.
+    """
+    products *= -2.0
+    products += left_sq
+    products += right_sq
+    np.maximum(products, 0.0, out=products)
+    return np.sqrt(products, out=products)
+
+
 def _band_mask(n: int, m: int, la: np.ndarray, lb: np.ndarray, band: float) -> np.ndarray:
     """Sakoe-Chiba band ``[P, n, m]``: cell (i, j) allowed when |j - i*lb/la| <= band * max(la, lb) + 1."""
     i = np.arange(n)[None, :, None]
@@ -89,12 +102,9 @@ def dtw_batch(
     y, lb = _pad(b)
     pairs, n, m = len(a), x.shape[1], y.shape[1]
     # local costs [n, m, P]: |x|^2 + |y|^2 - 2 x.y, one batched matmul
-    cost = np.matmul(x, y.transpose(0, 2, 1))
-    cost *= -2.0
-    cost += np.sum(x * x, axis=2)[:, :, None]
-    cost += np.sum(y * y, axis=2)[:, None, :]
-    np.maximum(cost, 0.0, out=cost)
-    np.sqrt(cost, out=cost)
+    cost = _distances_from_products(
+        np.matmul(x, y.transpose(0, 2, 1)), np.sum(x * x, axis=2)[:, :, None], np.sum(y * y, axis=2)[:, None, :]
+    )
     if band is not None:  # an infinite cost keeps every path out of the cell
         cost[~_band_mask(n, m, la, lb, band)] = np.inf
     cost = np.ascontiguousarray(cost.transpose(1, 2, 0))
@@ -165,11 +175,11 @@ def subsequence_dtw(template: np.ndarray, windows: np.ndarray) -> np.ndarray:
     """
     windows = np.asarray(windows, np.float32)
     template = np.asarray(template, np.float32)
-    cost = np.einsum("nd,bmd->nmb", template, windows) * np.float32(-2.0)
-    cost += np.sum(template * template, axis=1)[:, None, None]
-    cost += np.sum(windows * windows, axis=2).T[None, :, :]
-    np.maximum(cost, 0.0, out=cost)
-    np.sqrt(cost, out=cost)
+    cost = _distances_from_products(
+        np.einsum("nd,bmd->nmb", template, windows),
+        np.sum(template * template, axis=1)[:, None, None],
+        np.sum(windows * windows, axis=2).T[None, :, :],
+    )
     return _slope_limited_match(cost)
 
 
@@ -183,12 +193,9 @@ def subsequence_dtw_windows(
     """
     template = np.asarray(template, np.float32)
     frames = np.asarray(frames, np.float32)
-    local = frames @ template.T * np.float32(-2.0)
-    local += np.sum(frames * frames, axis=1)[:, None]
-    local += np.sum(template * template, axis=1)[None, :]
-    np.maximum(local, 0.0, out=local)
-    np.sqrt(local, out=local)
-    local = np.ascontiguousarray(local.T)  # [n, frames]
+    local = _distances_from_products(
+        template @ frames.T, np.sum(template * template, axis=1)[:, None], np.sum(frames * frames, axis=1)[None, :]
+    )  # [n, frames]
     count = max(0, (len(frames) - window) // hop + 1)
     out = np.empty(count)
     row_stride, column_stride = local.strides

@@ -117,16 +117,20 @@ def _num(x: float, digits: int = 2) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
-def stream_rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    """FRR at fixed FA/hour and FA/hour at fixed FRR: ours (global and per-keyword thresholds), then each baseline."""
-    schemes = [
+def _stream_sweeps(result: dict) -> list[tuple[str, dict]]:
+    """(label, sweep) of every detector on the stream: ours with both threshold schemes, then each baseline."""
+    sweeps = [
         ("ours, one global threshold", result["global"]),
         ("ours, enrollment-calibrated + offset", result["calibrated"]),
     ]
-    schemes += [(f"{b['label']}, one global threshold", b["global"]) for b in result.get("baselines", [])]
+    return sweeps + [(f"{b['label']}, one global threshold", b["global"]) for b in result.get("baselines", [])]
+
+
+def stream_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """FRR at fixed FA/hour and FA/hour at fixed FRR: ours (global and per-keyword thresholds), then each baseline."""
     rows = [
         [name] + [pct(s["frr_at_fa"][a]) for a in FA_TARGETS] + [_num(s["fa_at_frr"][f]) for f in FRR_TARGETS]
-        for name, s in schemes
+        for name, s in _stream_sweeps(result)
     ]
     header = (
         ["detector"] + [f"FRR % @ {a:g} FA/h" for a in FA_TARGETS] + [f"FA/h @ {100 * f:g}% FRR" for f in FRR_TARGETS]
@@ -194,9 +198,7 @@ def plot_det(result: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    curves = [("ours, one global threshold", result["global"]), ("ours, calibrated + offset", result["calibrated"])]
-    curves += [(f"{b['label']}, one global threshold", b["global"]) for b in result.get("baselines", [])]
-    for label, s in curves:
+    for label, s in _stream_sweeps(result):
         fa = np.maximum(np.asarray(s["fa_per_hour"], float), 1e-2)
         ax.step(fa, 100 * np.asarray(s["frr"], float), where="post", label=label)
     point = result["calibrated_at_offset_0"]

@@ -192,10 +192,12 @@ def peer_traces(venv, audio: np.ndarray, plans: Sequence[KeywordPlan], workers: 
     embeddings = peer.embed_clips(
         venv, [audio[s : s + window] for s in starts], workers, f"{peer.PEER_LABEL} stream windows"
     )
+    takes = [take for plan in plans for take in plan.enrolled]
+    references = peer.embed_clips(venv, takes, workers, f"{peer.PEER_LABEL} references")  # one call for all keywords
+    bounds = np.cumsum([0, *(len(plan.enrolled) for plan in plans)])
     scores = np.zeros((len(starts), len(plans)))
-    for k, plan in enumerate(plans):
-        references = peer.embed_clips(venv, plan.enrolled, 1, f"{peer.PEER_LABEL} references")
-        scores[:, k] = peer_scores(embeddings, references)
+    for k in range(len(plans)):
+        scores[:, k] = peer_scores(embeddings, references[bounds[k] : bounds[k + 1]])
     seconds = time.perf_counter() - started
     common = (
         f"{peer.PEER_WINDOW_SECONDS:g} s window every {peer.PEER_HOP_SECONDS:g} s, score = best (cos + 1) / 2 "

@@ -166,8 +166,8 @@ def run_stream(
     words = np.array([c.word for c in keyword_clips])
     speakers = np.array([c.speaker_key for c in keyword_clips])
     plans, used = plan_keywords(words, speakers, audio, config)
-    training = load_manifest(model_path).training
-    checked = guard.check([keyword_clips[i] for i in used], training, model_path, claims_unseen_words)
+    manifest = load_manifest(model_path)
+    checked = guard.check([keyword_clips[i] for i in used], manifest.training, model_path, claims_unseen_words)
     keyword_pairs = {(p.word, p.speaker) for p in plans}
     keyword_words = {p.word for p in plans}
     used_set = set(used.tolist())
@@ -201,7 +201,6 @@ def run_stream(
     summary = summarise(trace, windows, stream, config, refractory)
     by_name = {p.name: p for p in plans}
     enrolled = [by_name[name] for name in trace.names]  # the keywords the device enrolled, in the trace's order
-    manifest = load_manifest(model_path)
     summary["baselines"] = []
     for name in baselines:
         if name == "dtw":
