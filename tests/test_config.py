@@ -2,6 +2,7 @@
 
 import pytest
 
+from device.frontend import FrontendConfig
 from trainer.config import REPO_ROOT, load_config
 
 
@@ -15,6 +16,28 @@ def test_base_file_is_merged_key_by_key(tmp_path):
     assert config.steps == 5 and config.learning_rate == 0.01
     assert config.data.sources == ["a"] and config.data.held_out_languages == ["zh"]
     assert (config.episodes.ways, config.episodes.shots) == (7, 3)
+
+
+def test_frontend_table_sets_the_features_the_encoder_is_trained_on(tmp_path):
+    (tmp_path / "band.toml").write_text("[frontend]\nfmax_hz = 3800.0\n[encoder]\nnum_mels = 32\n")
+    config = load_config(tmp_path / "band.toml")
+    assert config.frontend == FrontendConfig(fmax_hz=3800.0, num_mels=32)  # mel bins follow the encoder
+    assert config.to_dict()["frontend"]["fmax_hz"] == 3800.0
+    assert load_config(REPO_ROOT / "configs/default.toml").frontend == FrontendConfig()
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("num_mels = 32", "must agree"),
+        ("fmax_hz = 9000.0", "fmax_hz <= 8000"),
+        ("fmin_hz = 4000.0\nfmax_hz = 300.0", "fmin_hz < fmax_hz"),
+    ],
+)
+def test_a_frontend_the_encoder_cannot_use_is_refused(tmp_path, table, message):
+    (tmp_path / "bad.toml").write_text(f"[frontend]\n{table}\n")
+    with pytest.raises(ValueError, match=message):
+        load_config(tmp_path / "bad.toml")
 
 
 def test_shipped_configs_load():

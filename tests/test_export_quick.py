@@ -108,16 +108,22 @@ def test_quick_export_produces_a_verified_int8_model(tmp_path):
     assert "in 2 training sessions" in card and "2 sessions, each a warm-up and cosine decay" in card
 
     # a third session starts from the second one's exported model, as a fresh machine with only
-    # firmware_models/ would: rebuilt in float, its sessions and training clips carried into the new manifest
+    # firmware_models/ would: rebuilt in float, its sessions and training clips carried into the new manifest;
+    # it also narrows the mel range, which the new manifest (what the device computes) must carry
     third = tmp_path / "third.toml"
     start = tmp_path / "second" / "encoder.tflite"
-    third.write_text(f'base = "{quick}"\nstart_from = "{start.as_posix()}"\nsteps = 6\nvalidate_every = 3\n')
+    third.write_text(
+        f'base = "{quick}"\nstart_from = "{start.as_posix()}"\nsteps = 6\nvalidate_every = 3\n'
+        "[frontend]\nfmax_hz = 3800.0\n"
+    )
     log = _train_and_export(third, tmp_path / "run3", tmp_path / "third" / "encoder.tflite")
     assert "encoder rebuilt from" in log and "starting a new cycle from" not in log
+    assert "the frontend changes ({'fmax_hz': (7600.0, 3800.0)})" in log
     assert (tmp_path / "run3" / "start.tflite").read_bytes() == start.read_bytes()
     manifest3 = json.loads((tmp_path / "third" / "encoder.json").read_text())
     assert [c["run"] for c in manifest3["training"]["cycles"]] == ["run", "run2", "run3"]
     assert manifest3["training"]["steps"] == 42
+    assert manifest3["frontend"]["fmax_hz"] == 3800.0 and manifest["frontend"]["fmax_hz"] == 7600.0
     second_ids = (tmp_path / "second" / "encoder.training_clips.txt").read_text().split()
     third_ids = (tmp_path / "third" / "encoder.training_clips.txt").read_text().split()
     assert set(second_ids) <= set(third_ids)

@@ -42,10 +42,9 @@ def training_clip_id(clip: Clip) -> str:
 
 
 def _prepare(config: TrainConfig) -> TrainingData:
-    from device.frontend import FrontendConfig
     from trainer.train import prepare_data
 
-    return prepare_data(config, FrontendConfig())
+    return prepare_data(config)
 
 
 def _train(config: TrainConfig, run_dir: Path, data: TrainingData) -> None:

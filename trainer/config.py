@@ -14,6 +14,7 @@ from pathlib import Path
 
 import tomllib
 
+from device.frontend import FrontendConfig
 from trainer.episodes import EpisodeConfig
 from trainer.model import EncoderConfig
 
@@ -57,6 +58,9 @@ class TrainConfig:
     seed: int = 1234
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    # The log-mel frontend the encoder is trained on; the export writes it into the manifest, and the
+    # device computes exactly these features for that model. ``num_mels`` is the encoder's input width.
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
     validation_episodes: EpisodeConfig = field(
         default_factory=lambda: EpisodeConfig(ways=10, shots=3, queries=2, unknown_queries=10, noise_queries=5)
@@ -124,12 +128,26 @@ def _read_toml(path: Path) -> dict:
 def load_config(path: str | Path) -> TrainConfig:
     """Read a TOML config; keys missing from the file (and its bases) keep their defaults."""
     raw = _read_toml(Path(path))
-    config = TrainConfig(
-        **{k: v for k, v in raw.items() if k not in ("data", "encoder", "episodes", "validation_episodes")}
-    )
+    tables = ("data", "encoder", "frontend", "episodes", "validation_episodes")
+    config = TrainConfig(**{k: v for k, v in raw.items() if k not in tables})
     config.data = DataConfig(**raw.get("data", {}))
     config.encoder = EncoderConfig.from_dict(raw.get("encoder", {}))
+    config.frontend = _frontend(raw.get("frontend", {}), config.encoder)
     config.episodes = EpisodeConfig(**raw.get("episodes", {}))
     if "validation_episodes" in raw:
         config.validation_episodes = EpisodeConfig(**raw["validation_episodes"])
     return config
+
+
+def _frontend(table: dict, encoder: EncoderConfig) -> FrontendConfig:
+    """The ``[frontend]`` table over the defaults; its mel bins are the encoder's input width."""
+    mels = table.get("num_mels", encoder.num_mels)
+    if mels != encoder.num_mels:
+        raise ValueError(f"[frontend] num_mels = {mels} but [encoder] num_mels = {encoder.num_mels}: they must agree")
+    frontend = FrontendConfig(**{**table, "num_mels": mels})
+    nyquist = frontend.sample_rate / 2
+    if not 0 <= frontend.fmin_hz < frontend.fmax_hz <= nyquist:
+        raise ValueError(
+            f"[frontend] needs 0 <= fmin_hz < fmax_hz <= {nyquist:g} Hz, got {frontend.fmin_hz:g}-{frontend.fmax_hz:g}"
+        )
+    return frontend

@@ -20,7 +20,6 @@ import numpy as np
 import tensorflow as tf
 
 from device.encoder import Encoder
-from device.frontend import FrontendConfig
 from device.manifest import ModelManifest, TensorSpec, manifest_path_for, sha256_of
 from trainer.config import TrainConfig
 from trainer.model import count_macs
@@ -91,7 +90,6 @@ def export(
     """
     started = time.monotonic()
     flatbuffer = to_int8_tflite(model, representative)
-    frontend = FrontendConfig()
     with tempfile.TemporaryDirectory() as scratch:
         staged = Path(scratch) / out_path.name
         staged.write_bytes(flatbuffer)
@@ -104,7 +102,7 @@ def export(
         manifest = ModelManifest(
             model_file=out_path.name,
             sha256=sha256_of(staged),
-            frontend=frontend,
+            frontend=config.frontend,
             window_frames=config.encoder.window_frames,
             embedding_size=config.encoder.embedding_size,
             input=TensorSpec(

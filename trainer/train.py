@@ -35,7 +35,7 @@ from trainer.model import build_encoder
 from trainer.pipeline import EpisodeMaker, load_bank, stream_episodes
 from trainer.sentences import load_sentence_windows
 from trainer.teacher import teacher_dir, teacher_targets
-from trainer.warm_start import read_exported_weights, rebuild_encoder
+from trainer.warm_start import ExportedWeights, read_exported_weights, rebuild_encoder
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ def strategy_for_this_machine() -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
 
 
-def prepare_data(config: TrainConfig, frontend: FrontendConfig) -> TrainingData:
+def prepare_data(config: TrainConfig) -> TrainingData:
     """Read, filter, decode and split the corpus; build the fixed validation episodes."""
+    frontend = config.frontend
     corpus = build_corpus(config.data, config.seed)
     log.info("training clips: %s", summarize(corpus.train))
     log.info("validation clips (held-out words): %s", summarize(corpus.validation))
@@ -265,6 +266,27 @@ def starts_from_export(config: TrainConfig, run_dir: Path) -> Path | None:
     return snapshot
 
 
+def input_normalisation(
+    config: TrainConfig, data: TrainingData, exported_start: Path | None, exported: ExportedWeights | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-mel-bin mean and standard deviation the encoder's input is normalised with.
+
+    An exported start's weights expect its own normalisation: kept, and exported with it. When this
+    run changes the frontend (another mel range, say), the old statistics describe other bins, so the
+    new features' own statistics put them on the scale the first layer was trained on.
+    """
+    if exported is None or exported_start is None:
+        return data.feature_mean, data.feature_std
+    before = load_manifest(exported_start).frontend
+    if before == config.frontend:
+        return exported.mean, exported.std
+    changed = {
+        k: (v, getattr(config.frontend, k)) for k, v in before.to_dict().items() if getattr(config.frontend, k) != v
+    }
+    log.info("start_from: the frontend changes (%s): input normalisation from this run's features", changed)
+    return data.feature_mean, data.feature_std
+
+
 def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
     """Train (or resume) in ``run_dir`` on ``prepare_data``'s result; return the path of the best weights.
 
@@ -276,8 +298,7 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
     keras.utils.set_random_seed(config.seed)
     exported_start = starts_from_export(config, run_dir)
     exported = read_exported_weights(exported_start) if exported_start is not None else None
-    # an exported start's weights expect its own input normalisation: keep it, and export with it
-    mean, std = (exported.mean, exported.std) if exported is not None else (data.feature_mean, data.feature_std)
+    mean, std = input_normalisation(config, data, exported_start, exported)
     np.savez(run_dir / "normalisation.npz", mean=mean, std=std)
     (run_dir / "corpus.json").write_text(
         json.dumps(
