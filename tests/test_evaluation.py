@@ -511,3 +511,18 @@ def test_model_card_measured_section_is_replaced_not_appended(tmp_path):
     text = card.read_text()
     assert text.startswith("# Encoder\n\nmade by export\n\n") and text.count(report.CARD_SECTION) == 1
     assert "| a | 2 |" in text and "| a | 1 |" not in text
+
+
+def _row_sum(index: int) -> float:
+    from trainer.evaluation.forked import shared
+
+    return float(shared()[index].sum())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fork_imap_shares_one_object_and_keeps_the_order(workers):
+    from trainer.evaluation.forked import fork_imap, shared
+
+    rows = np.arange(40, dtype=np.float64).reshape(10, 4)
+    assert list(fork_imap(_row_sum, range(9, -1, -1), rows, workers)) == [float(r.sum()) for r in rows[::-1]]
+    assert shared() is None  # released once the map is done

@@ -21,6 +21,7 @@ import numpy as np
 
 from device.frontend import FrontendConfig, log_mel
 from device.vad import trim_silence
+from trainer.evaluation.forked import fork_imap, shared
 
 DTW_LABEL = "MFCC+DTW"
 NUM_CEPS = 13
@@ -285,20 +286,15 @@ def dtw_reference(a: np.ndarray, b: np.ndarray) -> float:
     return float(d[n, m])
 
 
-_WORKER_SEQUENCES: Sequence[np.ndarray] = ()
-
-
 def _worker_pairs(args: tuple[np.ndarray, float | None]) -> np.ndarray:
     pairs, band = args
-    return dtw_pairs(_WORKER_SEQUENCES, pairs, band=band)
+    return dtw_pairs(shared(), pairs, band=band)
 
 
 def parallel_dtw_pairs(
     sequences: Sequence[np.ndarray], pairs: np.ndarray, band: float | None = None, workers: int = 0
 ) -> np.ndarray:
     """:func:`dtw_pairs` split over forked worker processes (0 = every core), with a progress bar."""
-    global _WORKER_SEQUENCES
-    import multiprocessing
     import os
 
     from tqdm import tqdm
@@ -311,18 +307,11 @@ def parallel_dtw_pairs(
     order = np.lexsort((lengths[pairs[:, 1]], lengths[pairs[:, 0]]))  # similar lengths share a chunk
     chunks = np.array_split(order, max(workers * 4, len(pairs) // 20_000))
     out = np.empty(len(pairs))
-    _WORKER_SEQUENCES = sequences  # inherited by the forked workers, not pickled per task
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            bar = tqdm(total=len(pairs), desc="DTW pairs", unit="pair", leave=False)
-            for chunk, distances in zip(
-                chunks, pool.imap(_worker_pairs, [(pairs[c], band) for c in chunks]), strict=True
-            ):
-                out[chunk] = distances
-                bar.update(len(chunk))
-            bar.close()
-    finally:
-        _WORKER_SEQUENCES = ()
+    computed = fork_imap(_worker_pairs, [(pairs[c], band) for c in chunks], sequences, workers)
+    with tqdm(total=len(pairs), desc="DTW pairs", unit="pair", leave=False) as bar:
+        for chunk, distances in zip(chunks, computed, strict=True):
+            out[chunk] = distances
+            bar.update(len(chunk))
     return out
 
 

@@ -18,7 +18,6 @@ the resulting matrix, which is why hundreds of episodes cost milliseconds.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from device.vad import trim_silence
 from device.windowing import centre_in_window
+from trainer.evaluation.forked import fork_imap, shared
 
 Embed = Callable[[np.ndarray], np.ndarray]
 
@@ -99,8 +99,7 @@ class TeacherEmbedder:
         return (pooled / (np.linalg.norm(pooled) + 1e-12)).astype(np.float32)
 
 
-_WORKER_EMBED: Embed | None = None
-_WORKER_AUDIO: Sequence[np.ndarray] = ()
+_WORKER_EMBED: Embed | None = None  # built in each worker: interpreters and sessions do not survive a fork
 
 
 def _init_worker(spec: EmbedderSpec) -> None:
@@ -110,12 +109,11 @@ def _init_worker(spec: EmbedderSpec) -> None:
 
 def _embed_index(index: int) -> np.ndarray:
     assert _WORKER_EMBED is not None
-    return _WORKER_EMBED(_WORKER_AUDIO[index])
+    return _WORKER_EMBED(shared()[index])
 
 
 def embed_all(spec: EmbedderSpec, audio: Sequence[np.ndarray], workers: int = 0, desc: str = "") -> np.ndarray:
     """``[N, dim]`` unit embeddings of every item, in parallel worker processes (0 = every core)."""
-    global _WORKER_AUDIO
     workers = workers or os.cpu_count() or 1
     desc = desc or f"embedding ({spec.label})"
     if spec.kind == "peer":  # its own venv's processes, many clips per call
@@ -126,11 +124,6 @@ def embed_all(spec: EmbedderSpec, audio: Sequence[np.ndarray], workers: int = 0,
         embed = spec.build()
         rows = [embed(a) for a in tqdm(audio, desc=desc, unit="clip", leave=False)]
     else:
-        _WORKER_AUDIO = audio  # inherited by the forked workers, not pickled per task
-        try:
-            with multiprocessing.get_context("fork").Pool(workers, _init_worker, (spec,)) as pool:
-                it = pool.imap(_embed_index, range(len(audio)), chunksize=16)
-                rows = list(tqdm(it, total=len(audio), desc=desc, unit="clip", leave=False))
-        finally:
-            _WORKER_AUDIO = ()
+        it = fork_imap(_embed_index, range(len(audio)), audio, workers, _init_worker, (spec,), chunksize=16)
+        rows = list(tqdm(it, total=len(audio), desc=desc, unit="clip", leave=False))
     return np.stack(rows).astype(np.float32)

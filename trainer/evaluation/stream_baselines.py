@@ -24,6 +24,7 @@ neither calibrates per keyword).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from device.vad import speech_bounds
 from trainer.augment import active_power
 from trainer.evaluation import peer
 from trainer.evaluation.dtw import DTW_LABEL, NUM_CEPS, dct_matrix, subsequence_dtw_windows
+from trainer.evaluation.forked import fork_imap, shared
 from trainer.evaluation.streaming import RATE, KeywordPlan, KeywordWindows, Trace, sweep, threshold_grid
 
 DTW_MEAN_SECONDS = 3.0  # the running cepstral mean looks this far back
@@ -92,40 +94,17 @@ def dtw_template(take: np.ndarray, frontend: FrontendConfig) -> np.ndarray:
     return stream_ceps(audio, frontend)[lead // frontend.hop_samples :]
 
 
-_WORKER_FRAMES = np.zeros((0, NUM_CEPS), np.float32)
-
-
 def _worker_distances(job: tuple[np.ndarray, int, int]) -> np.ndarray:
     template, window, hop = job
-    return subsequence_dtw_windows(template, _WORKER_FRAMES, window, hop)
+    return subsequence_dtw_windows(template, shared(), window, hop)
 
 
 def _distances(templates: Sequence[np.ndarray], frames: np.ndarray, window: int, hop: int, workers: int = 0):
     """Each template's distances to every window, templates spread over forked processes (0: every core)."""
-    global _WORKER_FRAMES
-    import contextlib
-    import multiprocessing
-    import os
-
     workers = min(workers or os.cpu_count() or 1, len(templates))
     jobs = [(t, window, hop) for t in templates]
-    bar = tqdm(total=len(jobs), desc=f"{DTW_LABEL} stream", unit="take", leave=False)
-    _WORKER_FRAMES = frames  # inherited by the forked workers, not pickled per template
-    results = []
-    try:
-        with contextlib.ExitStack() as stack:
-            if workers <= 1:
-                computed = map(_worker_distances, jobs)
-            else:
-                pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
-                computed = pool.imap(_worker_distances, jobs)
-            for distances in computed:
-                results.append(distances)
-                bar.update(1)
-    finally:
-        _WORKER_FRAMES = np.zeros((0, NUM_CEPS), np.float32)
-        bar.close()
-    return results
+    computed = fork_imap(_worker_distances, jobs, frames, workers)
+    return list(tqdm(computed, total=len(jobs), desc=f"{DTW_LABEL} stream", unit="take", leave=False))
 
 
 def dtw_trace(
