@@ -67,3 +67,16 @@ def test_an_export_of_another_architecture_is_refused():
     wider = EncoderConfig(stem_channels=32, blocks=((64, 2), (64, 1), (128, 2), (128, 1), (128, 1), (128, 1)))
     with pytest.raises(WarmStartError, match="the export has"):
         rebuild_encoder(read_exported_weights(SHIPPED), wider, calibration)
+
+
+def test_a_run_with_other_features_rebuilds_with_their_normalisation():
+    """The normalisation training runs with is the one the run records and exports (a changed frontend's)."""
+    encoder = Encoder(SHIPPED)
+    calibration = _windows(encoder, np.random.default_rng(2))[:4]
+    config = load_config(REPO / "configs" / "default.toml").encoder
+    exported = read_exported_weights(SHIPPED)
+    mean, std = exported.mean - 0.5, exported.std * 1.2
+    model = rebuild_encoder(exported, config, calibration, (mean, std))
+    normalise = model.get_layer("normalise")
+    np.testing.assert_allclose(np.ravel(normalise.mean), mean, rtol=1e-6)
+    np.testing.assert_allclose(np.ravel(normalise.variance), std**2, rtol=1e-5)

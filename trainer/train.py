@@ -267,7 +267,7 @@ def starts_from_export(config: TrainConfig, run_dir: Path) -> Path | None:
 
 
 def input_normalisation(
-    config: TrainConfig, data: TrainingData, exported_start: Path | None, exported: ExportedWeights | None
+    config: TrainConfig, data: TrainingData, exported: ExportedWeights | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-mel-bin mean and standard deviation the encoder's input is normalised with.
 
@@ -275,9 +275,9 @@ def input_normalisation(
     run changes the frontend (another mel range, say), the old statistics describe other bins, so the
     new features' own statistics put them on the scale the first layer was trained on.
     """
-    if exported is None or exported_start is None:
+    if exported is None:
         return data.feature_mean, data.feature_std
-    before = load_manifest(exported_start).frontend
+    before = load_manifest(exported.path).frontend
     if before == config.frontend:
         return exported.mean, exported.std
     changed = {
@@ -298,7 +298,7 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
     keras.utils.set_random_seed(config.seed)
     exported_start = starts_from_export(config, run_dir)
     exported = read_exported_weights(exported_start) if exported_start is not None else None
-    mean, std = input_normalisation(config, data, exported_start, exported)
+    mean, std = input_normalisation(config, data, exported)  # the model's, the run's record and its export's
     np.savez(run_dir / "normalisation.npz", mean=mean, std=std)
     (run_dir / "corpus.json").write_text(
         json.dumps(
@@ -317,7 +317,7 @@ def train(config: TrainConfig, run_dir: Path, data: TrainingData) -> Path:
     with strategy.scope():
         if exported is not None and not checkpoint.is_file():  # a resumed run takes every weight from its checkpoint
             calibration = representative_windows(data, config.representative_windows, config.seed)
-            model = rebuild_encoder(exported, config.encoder, calibration)
+            model = rebuild_encoder(exported, config.encoder, calibration, (mean, std))
             log.info("encoder rebuilt from %s (float, batch norms re-expanded on %d windows)", exported_start,
                      len(calibration))  # fmt: skip
         else:

@@ -103,14 +103,22 @@ def _keras_kernel(op: str, weights: np.ndarray) -> np.ndarray:
     return weights[0][..., None]
 
 
-def rebuild_encoder(exported: ExportedWeights, config: EncoderConfig, calibration: np.ndarray) -> keras.Model:
+def rebuild_encoder(
+    exported: ExportedWeights,
+    config: EncoderConfig,
+    calibration: np.ndarray,
+    normalisation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> keras.Model:
     """The float Keras encoder an int8 export came from, batch norms re-expanded on ``calibration`` windows.
 
     ``exported`` is :func:`read_exported_weights`'s reading of the model; ``calibration`` is
-    ``[n, frames, mels]`` raw log-mel windows like the training batches. Raises WarmStartError when
-    the export's layers do not match ``config``'s architecture.
+    ``[n, frames, mels]`` raw log-mel windows like the training batches. ``normalisation`` (mean,
+    std per mel bin) replaces the export's own input normalisation, for a run whose features differ
+    from the export's. Raises WarmStartError when the export's layers do not match ``config``'s
+    architecture.
     """
-    model = build_encoder(config, exported.mean, exported.std)
+    mean, std = normalisation if normalisation is not None else (exported.mean, exported.std)
+    model = build_encoder(config, mean, std)
     convolutions = [
         layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
     ]
