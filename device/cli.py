@@ -374,25 +374,41 @@ def cmd_remove(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_reembed(args: argparse.Namespace, out: TextIO) -> int:
+    """Re-embed every keyword of another encoder from its kept takes, all in one new store version.
+
+    Why one version: keywords committed one by one would leave, after a failure or a crash half-way,
+    a store partly from each encoder; all are re-embedded in memory first, and a keyword that cannot
+    be changes nothing. Keywords without kept takes are named at the end (exit 1).
+    """
+    from device.audio import AudioError
+    from device.enroll import EnrollmentError
+    from device.store import StoreError
+
     spotter = _spotter(args, check_store=False)
     sha = spotter.encoder.sha256
-    stale = [k for k in spotter.store.keywords.values() if k.encoder_sha256 != sha]
+    stale = [spotter.store.keywords[n] for n in spotter.store.names if spotter.store.keywords[n].encoder_sha256 != sha]
     if not stale:
         print("every keyword already matches the model; nothing to do", file=out)
         return 0
-    missing = []
+    missing, prepared = [], []
     for keyword in stale:
-        folder = spotter.store.folder / keyword.takes_dir if keyword.takes_dir else None
-        takes = sorted(folder.glob("take_*.wav")) if folder and folder.is_dir() else []
+        takes = spotter.store.take_files(keyword)
         if not takes:
             missing.append(keyword.name)
             continue
-        new = spotter.enroll(keyword.name, takes, keep_takes=True)
-        print(f"re-embedded {new.name!r} from {len(takes)} takes: threshold {new.threshold:.3f}", file=out)
+        try:
+            prepared.append(spotter.prepare(keyword.name, takes, keep_takes=True))
+        except (EnrollmentError, AudioError) as error:
+            raise StoreError(
+                f"cannot re-embed {keyword.name!r} from its kept takes, so nothing was changed: {error}\n"
+                f"  enroll it again with `kws enroll {keyword.name!r} ...` (or `kws remove {keyword.name!r}`)"
+            ) from error
+    for new in spotter.commit(prepared) if prepared else []:
+        print(f"re-embedded {new.name!r} from {new.takes} takes: threshold {new.threshold:.3f}", file=out)
     if missing:
-        from device.store import StoreError
-
-        raise StoreError(f"no kept takes for {', '.join(missing)}: enroll them again with `kws enroll NAME`")
+        raise StoreError(
+            f"no kept takes for {', '.join(missing)}: enroll them again with `kws enroll NAME` (or `kws remove NAME`)"
+        )
     return 0
 
 

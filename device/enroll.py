@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,11 +273,17 @@ def enroll(
     return keyword, checked
 
 
-def save_takes(folder: Path, takes: list[Take], rate: int = 16000) -> list[Path]:
-    """Keep the takes (trimmed) so keywords can be re-embedded when the encoder changes."""
+def save_takes(folder: Path, takes: list[Take], rate: int = 16000, earlier: Sequence[Path] = ()) -> list[Path]:
+    """Keep the takes (trimmed) so keywords can be re-embedded when the encoder changes.
+
+    ``earlier`` (the takes already kept, for ``--add``) are copied in first, so the folder holds
+    every take of the keyword: the store commits a keyword's takes as one new folder.
+    """
     from device.audio import write_wav
 
     folder.mkdir(parents=True, exist_ok=True)
+    for path in earlier:
+        shutil.copyfile(path, folder / path.name)
     start = len(list(folder.glob("take_*.wav")))
     paths = []
     for offset, take in enumerate(takes):

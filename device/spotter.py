@@ -13,7 +13,7 @@ independent detector state, e.g. one per network client).
 from __future__ import annotations
 
 import logging
-import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from device.detector import Detection, DetectorSettings, StreamingDetector
 from device.encoder import Encoder
 from device.enroll import EnrollmentError, check_keyword_name, enroll, load_negatives, save_takes
 from device.settings import default_model_path, default_store_dir
-from device.store import Keyword, KeywordStore
+from device.store import Keyword, KeywordStore, TakesWriter
 
 log = logging.getLogger(__name__)
 
@@ -58,40 +58,75 @@ class Spotter:
         return self._negatives
 
     def new_stream(self, names: list[str] | None = None) -> StreamingDetector:
-        """An independent detector over the store's keywords (or only ``names``)."""
-        keywords = [k for k in self.store.keywords.values() if names is None or k.name in names]
-        return StreamingDetector(self.encoder, keywords, self.settings)
+        """An independent detector over the store's keywords (or only ``names``) that this encoder made."""
+        return StreamingDetector(self.encoder, self._scorable(names), self.settings)
 
     def enroll(self, name: str, takes: list, add: bool = False, keep_takes: bool = True) -> Keyword:
-        """Enroll (or with ``add``, extend) a keyword from wav paths or float arrays at 16 kHz."""
+        """Enroll (or with ``add``, extend) a keyword from wav paths or float arrays at 16 kHz.
+
+        The kept takes go into a new folder committed with the keyword (see :mod:`device.store`), so an
+        interruption at any moment leaves the old keyword with its takes or the new one with its takes.
+        """
+        return self.commit([self.prepare(name, takes, add, keep_takes)])[0]
+
+    def prepare(
+        self, name: str, takes: list, add: bool = False, keep_takes: bool = True
+    ) -> tuple[Keyword, TakesWriter | None]:
+        """The keyword ``enroll`` would store and what writes its takes, without storing anything yet.
+
+        Why separate: ``kws reembed`` prepares every keyword first and commits them in one version,
+        so a failure half-way changes nothing. With ``add`` the earlier kept takes are copied into the
+        new folder; when they are not all there, the takes are not kept at all (a folder holding only
+        some of a keyword's takes could not re-embed it).
+        """
         name = check_keyword_name(name)
         labelled = [
             (str(t), read_wav(t, self.sample_rate)) if isinstance(t, (str, Path)) else (f"take {i + 1}", t)
             for i, t in enumerate(takes)
         ]
-        previous = None
+        previous, earlier = None, []
         if add:
             if name not in self.store.keywords:
                 raise EnrollmentError(f"--add: no keyword {name!r} yet; enroll it first without --add")
-            if self.store.keywords[name].encoder_sha256 != self.encoder.sha256:
+            old = self.store.keywords[name]
+            if old.encoder_sha256 != self.encoder.sha256:
                 raise EnrollmentError(f"--add: {name!r} was enrolled with a different encoder; re-enroll it")
-            previous = [np.asarray(e, np.float32) for e in self.store.keywords[name].stats["embeddings"]]
+            previous = [np.asarray(e, np.float32) for e in old.stats["embeddings"]]
+            earlier = self.store.take_files(old)
+            if keep_takes and len(earlier) != old.takes:
+                log.warning(
+                    "%r: %d of its %d earlier takes are kept, so these takes are not kept either "
+                    "(re-enroll it to keep takes)",
+                    name,
+                    len(earlier),
+                    old.takes,
+                )
+                keep_takes = False
         elif name in self.store.keywords:
             log.info("replacing the existing keyword %r", name)
         keyword, checked = enroll(self.encoder, name, labelled, self.negatives, previous)
-        takes_dir = self.store.folder / "takes" / name
-        if not add and takes_dir.is_dir():
-            shutil.rmtree(takes_dir)  # the old takes belong to the keyword being replaced
-        if keep_takes:
-            save_takes(takes_dir, checked, self.sample_rate)
-            keyword.takes_dir = str(takes_dir.relative_to(self.store.folder))
-        self.store.put(keyword)
-        self._stream.set_keywords(list(self.store.keywords.values()))
-        return keyword
+        if not keep_takes:
+            return keyword, None
+        return keyword, partial(save_takes, takes=checked, rate=self.sample_rate, earlier=earlier)
+
+    def commit(self, prepared: list[tuple[Keyword, TakesWriter | None]]) -> list[Keyword]:
+        """Store prepared keywords (and their takes) in one store version; return them as stored."""
+        stored = self.store.put_many(prepared)
+        self._stream.set_keywords(self._scorable())
+        return stored
 
     def remove(self, name: str) -> None:
         self.store.remove(name)
-        self._stream.set_keywords(list(self.store.keywords.values()))
+        self._stream.set_keywords(self._scorable())
+
+    def _scorable(self, names: list[str] | None = None) -> list[Keyword]:
+        """The keywords this encoder made (or only ``names``): another encoder's prototypes are meaningless
+        here and may not even have this encoder's size, which would break every stream."""
+        return [
+            k
+            for k in self.store.keywords.values()
+            if k.encoder_sha256 == self.encoder.sha256 and (names is None or k.name in names)
+        ]
 
     def process(self, samples: np.ndarray) -> list[Detection]:
         """Feed the default stream (mono float32 at ``sample_rate``); return detections."""

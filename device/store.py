@@ -1,28 +1,47 @@
-"""The keyword store: enrolled keywords on disk, written so that a power cut loses nothing.
+"""The keyword store: enrolled keywords on disk, written so that a crash or a power cut loses nothing.
 
 Layout of a store folder::
 
-    keywords.json       current version (JSON with a checksum over its content)
-    keywords.json.bak   the previous good version
-    takes/<name>/*.wav  the enrollment takes, when the user chose to keep them
+    keywords.json            current version (JSON with a checksum over its content)
+    keywords.json.bak        the previous good version
+    takes/<name>.<id>/*.wav  a keyword's enrollment takes, when the user chose to keep them
 
-A write goes to a temporary file, is fsynced, the current file is copied to the
-backup, and the temporary file is renamed over the current one (atomic on POSIX).
-A load verifies the checksum; a corrupt or half-written current file falls back to
-the backup, loudly. Every keyword records the sha256 of the encoder that made its
-prototypes: scoring them with another encoder would be meaningless, so such a
-store is refused (or re-embedded from kept takes by the caller).
+A keyword and its takes change together. New takes go into a new folder (a fresh
+``<id>``, never one a committed version names) and are fsynced; only then is the
+version that names the folder (``Keyword.takes_dir``) committed: written to a
+temporary file and fsynced, the current file saved as the backup (only when it
+reads and verifies: a damaged file must never replace a good backup), and the
+temporary file renamed over the current one (atomic on POSIX). Take folders that
+neither the current version nor the backup names, and the store's own temporary
+files, are what an interrupted change leaves; they are deleted after every commit
+and on open. So a crash or power cut at any instant leaves the old or the new
+keyword whole, takes included. Writers hold an exclusive lock on the folder, and
+the clean-up runs under it, so it never deletes a folder another process is still
+filling.
+
+A load verifies the checksum and then the whole record (fields, types, names,
+finite numbers, prototype sizes); a damaged current file falls back to the backup,
+loudly, and when both are damaged the store is refused with what to do. Every
+keyword records the sha256 of the encoder that made its prototypes: scoring them
+with another encoder would be meaningless, so such a store is refused (or
+re-embedded from kept takes by the caller).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import shutil
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -31,6 +50,12 @@ log = logging.getLogger(__name__)
 STORE_FORMAT = 1
 STORE_FILE = "keywords.json"
 BACKUP_FILE = "keywords.json.bak"
+TAKES_FOLDER = "takes"
+# The only temporary files the store writes, so the only ones it deletes after a crash.
+TEMPORARY_FILES = (STORE_FILE + ".tmp", BACKUP_FILE + ".tmp")
+
+# Fills a new, empty take folder with a keyword's takes; the store fsyncs and commits it.
+TakesWriter = Callable[[Path], object]
 
 
 class StoreError(RuntimeError):
@@ -57,8 +82,126 @@ class Keyword:
         return np.asarray(self.prototypes, dtype=np.float32)
 
 
+_FIELDS = {f.name for f in fields(Keyword)}
+_REQUIRED = {f.name for f in fields(Keyword) if f.default is MISSING and f.default_factory is MISSING}
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class _Version:
+    """One verified store file: its version number, its keywords and its exact bytes (for the backup)."""
+
+    number: int
+    keywords: dict[str, Keyword]
+    raw: bytes
+
+
 def _checksum(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _number(value: object, what: str) -> float:
+    # bool is an int in Python but never a number a store means.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _vectors(value: object, what: str) -> list[list[float]]:
+    """A non-empty list of equally long, non-empty lists of finite numbers."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{what} must be a non-empty list of vectors, got {type(value).__name__} {value!r:.40}")
+    rows = []
+    for row in value:
+        if not isinstance(row, list) or not row:
+            raise ValueError(f"{what} must be non-empty lists of numbers, got {type(row).__name__} {row!r:.40}")
+        rows.append([_number(x, what) for x in row])
+    if len({len(row) for row in rows}) != 1:
+        raise ValueError(f"{what} have different sizes ({sorted({len(row) for row in rows})})")
+    return rows
+
+
+def _keyword(record: object) -> Keyword:
+    """Check one keyword record field by field; raise ValueError naming the keyword and the field."""
+    from device.enroll import check_keyword_name  # device.enroll imports this module
+
+    if not isinstance(record, dict):
+        raise ValueError(f"a keyword record is a {type(record).__name__}, not an object")
+    name = record.get("name")
+    label = f"keyword {name!r}" if isinstance(name, str) else "a keyword"
+    unknown, missing = sorted(set(record) - _FIELDS), sorted(_REQUIRED - set(record))
+    if unknown or missing:
+        raise ValueError(f"{label}: unknown fields {unknown}, missing fields {missing}")
+    if not isinstance(name, str) or check_keyword_name(name) != name:
+        raise ValueError(f"{label}: the name is not a keyword name")
+    prototypes = _vectors(record["prototypes"], f"{label}: prototypes")
+    threshold = _number(record["threshold"], f"{label}: threshold")
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"{label}: threshold {threshold} is not a cosine (between -1 and 1)")
+    sha = record["encoder_sha256"]
+    if not isinstance(sha, str) or not _SHA256.match(sha):
+        raise ValueError(f"{label}: encoder_sha256 {sha!r:.70} is not a sha256")
+    takes = record["takes"]
+    if type(takes) is not int or takes < 1:
+        raise ValueError(f"{label}: takes is {takes!r}, not a positive whole number")
+    stats = record.get("stats", {})
+    if not isinstance(stats, dict):
+        raise ValueError(f"{label}: stats is a {type(stats).__name__}, not an object")
+    if "embeddings" in stats:  # what --add builds on: one per take, of the prototypes' size
+        embeddings = _vectors(stats["embeddings"], f"{label}: stats.embeddings")
+        if len(embeddings) != takes or len(embeddings[0]) != len(prototypes[0]):
+            raise ValueError(
+                f"{label}: {len(embeddings)} take embeddings of size {len(embeddings[0])} "
+                f"for {takes} takes and prototypes of size {len(prototypes[0])}"
+            )
+    takes_dir = record.get("takes_dir")
+    if takes_dir is not None:
+        parts = PurePosixPath(takes_dir).parts if isinstance(takes_dir, str) else ()
+        if len(parts) != 2 or parts[0] != TAKES_FOLDER or parts[1] in (".", "..") or "\\" in takes_dir:
+            raise ValueError(f"{label}: takes_dir {takes_dir!r:.70} is not a folder under {TAKES_FOLDER}/")
+    return Keyword(name, prototypes, threshold, sha, takes, stats, takes_dir)
+
+
+def _parse(raw: bytes) -> _Version:
+    """Verify a store file's bytes completely; raise ValueError saying what is wrong."""
+    data = json.loads(raw)
+    if not isinstance(data, dict) or set(data) != {"payload", "checksum"}:
+        raise ValueError("not a keyword store file (expected an object with payload and checksum)")
+    payload = data["payload"]
+    if not isinstance(payload, dict) or data["checksum"] != _checksum(payload):
+        raise ValueError("checksum mismatch (half-written or edited by hand)")
+    if payload.get("format") != STORE_FORMAT or type(payload.get("format")) is not int:
+        raise ValueError(f"unknown store format {payload.get('format')!r}")
+    if set(payload) != {"format", "version", "keywords"}:
+        raise ValueError(f"unexpected store fields {sorted(payload)}")
+    number, records = payload["version"], payload["keywords"]
+    if type(number) is not int or number < 1:
+        raise ValueError(f"version {number!r} is not a positive whole number")
+    if not isinstance(records, list):
+        raise ValueError(f"keywords is a {type(records).__name__}, not a list")
+    keywords: dict[str, Keyword] = {}
+    sizes: dict[str, tuple[int, str]] = {}  # per encoder: the embedding size and the first keyword with it
+    for record in records:
+        keyword = _keyword(record)
+        if keyword.name in keywords:
+            raise ValueError(f"keyword {keyword.name!r} appears twice")
+        size = len(keyword.prototypes[0])
+        first_size, first_name = sizes.setdefault(keyword.encoder_sha256, (size, keyword.name))
+        if size != first_size:
+            raise ValueError(
+                f"keyword {keyword.name!r} has prototypes of size {size}, but {first_name!r}, "
+                f"made by the same encoder, has size {first_size}"
+            )
+        keywords[keyword.name] = keyword
+    return _Version(number, keywords, raw)
+
+
+def _read(path: Path) -> _Version:
+    return _parse(path.read_bytes())
+
+
+# Everything a damaged file can raise while being read and verified.
+_DAMAGE = (OSError, ValueError, RecursionError)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -67,6 +210,14 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Make a filled take folder durable: every file in it, then the folder itself."""
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_dir(folder)
 
 
 class KeywordStore:
@@ -78,30 +229,25 @@ class KeywordStore:
         self.version = 0
         self.recovered_from_backup = False
         self._load()
+        self._clean_up_on_open()
 
     @property
     def path(self) -> Path:
         return self.folder / STORE_FILE
 
-    def _read(self, path: Path) -> dict:
-        data = json.loads(path.read_text())
-        payload = data["payload"]
-        if data.get("checksum") != _checksum(payload):
-            raise ValueError("checksum mismatch (half-written or edited by hand)")
-        if payload.get("format") != STORE_FORMAT:
-            raise ValueError(f"unknown store format {payload.get('format')}")
-        return payload
+    @property
+    def backup_path(self) -> Path:
+        return self.folder / BACKUP_FILE
 
     def _load(self) -> None:
-        if not self.path.exists() and not (self.folder / BACKUP_FILE).exists():
+        if not self.path.exists() and not self.backup_path.exists():
             return
         try:
-            payload = self._read(self.path)
-        except (OSError, ValueError, KeyError) as error:
-            backup = self.folder / BACKUP_FILE
+            current = _read(self.path)
+        except _DAMAGE as error:
             try:
-                payload = self._read(backup)
-            except (OSError, ValueError, KeyError) as backup_error:
+                current = _read(self.backup_path)
+            except _DAMAGE as backup_error:
                 raise StoreError(
                     f"keyword store {self.path} is unreadable ({error}) and so is its backup ({backup_error}); "
                     f"move the folder aside and enroll again"
@@ -110,12 +256,77 @@ class KeywordStore:
                 "keyword store %s is damaged (%s): using the last good version %d from %s",
                 self.path,
                 error,
-                payload.get("version", 0),
-                backup.name,
+                current.number,
+                self.backup_path.name,
             )
             self.recovered_from_backup = True
-        self.version = int(payload.get("version", 0))
-        self.keywords = {k["name"]: Keyword(**k) for k in payload["keywords"]}
+        self.version = current.number
+        self.keywords = current.keywords
+
+    # -- locking and clean-up --------------------------------------------------------------------
+
+    @contextmanager
+    def _lock(self, wait: bool = True) -> Iterator[bool]:
+        """Hold the store's exclusive lock (a flock on the folder); yield False if busy and not ``wait``."""
+        fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _clean_up_on_open(self) -> None:
+        """Delete what an interrupted change left, unless a writer is busy (its new folder is not garbage)."""
+        if not self.folder.is_dir():
+            return
+        try:
+            with self._lock(wait=False) as locked:
+                if locked:
+                    self._clean_up()
+        except OSError as error:  # a read-only store can still be read
+            log.warning("could not clean up keyword store %s: %s", self.folder, error)
+
+    def _referenced_takes(self) -> set[str] | None:
+        """Take folders the current file or the backup names, as they are on disk now.
+
+        None when the current file cannot be read, or the backup exists but cannot: the folders
+        they name are unknown and may yet be wanted (a file fixed by hand), so nothing is deleted.
+        """
+        referenced = set()
+        for path in (self.path, self.backup_path):
+            try:
+                version = _read(path)
+            except FileNotFoundError:
+                if path == self.path and self.backup_path.exists():
+                    return None
+                continue
+            except _DAMAGE:
+                return None
+            referenced |= {k.takes_dir for k in version.keywords.values() if k.takes_dir}
+        return referenced
+
+    def _clean_up(self) -> None:
+        """Delete the store's temporary files and take folders no committed version names (lock held)."""
+        for name in TEMPORARY_FILES:
+            (self.folder / name).unlink(missing_ok=True)
+        root = self.folder / TAKES_FOLDER
+        referenced = self._referenced_takes()
+        if referenced is None or not root.is_dir():
+            return
+        for entry in root.iterdir():
+            if f"{TAKES_FOLDER}/{entry.name}" in referenced:
+                continue
+            log.info("deleting %s: no version of the store names it (left by an interrupted change)", entry)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    # -- reading ----------------------------------------------------------------------------------
 
     def check_encoder(self, encoder_sha256: str) -> None:
         """Refuse keywords made with another encoder, naming them and the way out."""
@@ -127,46 +338,108 @@ class KeywordStore:
                 f"re-enroll them with `kws enroll NAME ...`, or run `kws reembed` if their takes were kept"
             )
 
-    def put(self, keyword: Keyword) -> None:
-        self.keywords[keyword.name] = keyword
-        self.save()
-
-    def remove(self, name: str) -> None:
-        if name not in self.keywords:
-            raise StoreError(f"no keyword named {name!r} in {self.folder} (have: {', '.join(self.names) or 'none'})")
-        del self.keywords[name]
-        self.save()
-        takes = self.folder / "takes" / name
-        if takes.is_dir():
-            shutil.rmtree(takes)
-
     @property
     def names(self) -> list[str]:
         return sorted(self.keywords)
 
-    def save(self) -> None:
-        """Atomic write with a backup of the previous version (see the module docstring)."""
+    def take_files(self, keyword: Keyword) -> list[Path]:
+        """The wav files of a keyword's kept takes (none when they were not kept)."""
+        folder = self.folder / keyword.takes_dir if keyword.takes_dir else None
+        return sorted(folder.glob("take_*.wav")) if folder and folder.is_dir() else []
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def put(self, keyword: Keyword, write_takes: TakesWriter | None = None) -> Keyword:
+        """Add or replace a keyword; ``write_takes`` fills a new take folder committed with it. Returns it as stored."""
+        return self.put_many([(keyword, write_takes)])[0]
+
+    def put_many(self, entries: list[tuple[Keyword, TakesWriter | None]]) -> list[Keyword]:
+        """Add or replace keywords in one new version, each with its new takes (if a writer is given).
+
+        All of them are committed, or (on any error) none: the folders written for them are
+        deleted and the store stays as it was. Returns the keywords as stored (with ``takes_dir``).
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            before, made, stored = self.version, [], []
+            try:
+                for keyword, write_takes in entries:
+                    if write_takes is not None:
+                        folder = self.folder / TAKES_FOLDER / f"{keyword.name}.{uuid.uuid4().hex[:12]}"
+                        folder.mkdir(parents=True)
+                        made.append(folder)
+                        write_takes(folder)
+                        _fsync_tree(folder)
+                        keyword = replace(keyword, takes_dir=folder.relative_to(self.folder).as_posix())
+                    stored.append(keyword)
+                if made:
+                    _fsync_dir(self.folder / TAKES_FOLDER)
+                self._commit(self.keywords | {k.name: k for k in stored})
+            finally:
+                if self.version == before:  # not committed: the new folders belong to no version
+                    for folder in made:
+                        shutil.rmtree(folder, ignore_errors=True)
+            self._clean_up()
+        return stored
+
+    def remove(self, name: str) -> None:
+        """Remove a keyword, and (once no version names them) its kept takes.
+
+        The backup is brought up to the new version too: a backup still holding the keyword
+        would keep the recordings of a word the user removed, and bring it back on a fallback.
+        """
+        if name not in self.keywords:
+            raise StoreError(f"no keyword named {name!r} in {self.folder} (have: {', '.join(self.names) or 'none'})")
+        with self._lock():
+            self._commit({n: k for n, k in self.keywords.items() if n != name}, also_backup=True)
+            self._clean_up()
+
+    def save(self) -> None:
+        """Commit ``keywords`` as they are now as a new version (see the module docstring)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            self._commit(dict(self.keywords))
+            self._clean_up()
+
+    def _write_synced(self, name: str, data: bytes) -> Path:
+        path = self.folder / name
+        with open(path, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return path
+
+    def _commit(self, keywords: dict[str, Keyword], also_backup: bool = False) -> None:
+        """Write ``keywords`` as the next version: temporary file, backup of a good current file, rename."""
         payload = {
             "format": STORE_FORMAT,
             "version": self.version + 1,
-            "keywords": [asdict(self.keywords[n]) for n in self.names],
+            "keywords": [asdict(keywords[n]) for n in sorted(keywords)],
         }
-        text = json.dumps({"payload": payload, "checksum": _checksum(payload)}, indent=1)
-        temporary = self.folder / (STORE_FILE + ".tmp")
-        with open(temporary, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if self.path.exists():
-            backup_tmp = self.folder / (BACKUP_FILE + ".tmp")
-            shutil.copyfile(self.path, backup_tmp)
-            with open(backup_tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(backup_tmp, self.folder / BACKUP_FILE)
+        raw = json.dumps({"payload": payload, "checksum": _checksum(payload)}, indent=1).encode()
+        try:
+            _parse(raw)  # never write what a load would refuse
+        except ValueError as error:
+            raise StoreError(f"refusing to write an invalid keyword store to {self.folder}: {error}") from error
+        try:
+            previous: bytes | None = _read(self.path).raw
+        except FileNotFoundError:
+            previous = None
+        except _DAMAGE as error:
+            log.warning(
+                "not backing up %s, it is damaged (%s): %s stays the last good version", self.path, error, BACKUP_FILE
+            )
+            previous = None
+        temporary = self._write_synced(STORE_FILE + ".tmp", raw)
+        if previous is not None:
+            os.replace(self._write_synced(BACKUP_FILE + ".tmp", previous), self.backup_path)
+            _fsync_dir(self.folder)
         os.replace(temporary, self.path)
+        self.version, self.keywords = payload["version"], keywords
         _fsync_dir(self.folder)
-        self.version = payload["version"]
+        if also_backup:
+            os.replace(self._write_synced(BACKUP_FILE + ".tmp", raw), self.backup_path)
+            _fsync_dir(self.folder)
 
 
 def store_version(folder: str | Path) -> tuple[int, int] | None:

@@ -244,11 +244,12 @@ def test_list_and_remove(enrolled, tmp_path):
     assert set(rows) == {"hey toaster", "open sesame"}
     assert rows["hey toaster"]["takes"] == 5 and 0.3 <= rows["hey toaster"]["threshold"] <= 0.95
     assert rows["hey toaster"]["prototypes"] in (1, 2) and not rows["hey toaster"]["stale"]
-    assert (store / "takes" / "hey toaster").is_dir()
+    kept = store / KeywordStore(store).keywords["hey toaster"].takes_dir
+    assert len(list(kept.glob("take_*.wav"))) == 5
 
     removed = kws("--store", store, "remove", "hey toaster")
     assert removed.returncode == 0 and "removed 'hey toaster'" in removed.stdout
-    assert not (store / "takes" / "hey toaster").exists()
+    assert not kept.exists() and not (store / BACKUP_FILE).read_text().count("hey toaster")  # recordings gone
     assert [r["name"] for r in json_lines(kws("--store", store, "list", "--json").stdout)] == ["open sesame"]
     assert_clean_error(kws("--store", store, "remove", "hey toaster"), 2, "no keyword named 'hey toaster'")
     assert "no keywords in" in kws("--store", tmp_path / "empty", "list").stdout
@@ -263,7 +264,7 @@ def test_add_takes_to_an_existing_keyword(enrolled, tmp_path):
     result = kws("--store", store, "enroll", "hey toaster", *more, "--add")
     assert result.returncode == 0, result.stderr
     assert "7 takes" in result.stdout
-    assert len(list((store / "takes" / "hey toaster").glob("take_*.wav"))) == 7
+    assert len(list((store / KeywordStore(store).keywords["hey toaster"].takes_dir).glob("take_*.wav"))) == 7
     assert_clean_error(kws("--store", store, "enroll", "new word", *more, "--add"), 2, "enroll it first")
 
 

@@ -25,6 +25,7 @@ from spoken import say
 from device.audio import read_wav, write_wav
 from device.fake_input import WavInputStream
 from device.microphone import Endpointer, MicrophoneError
+from device.store import KeywordStore
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = Path(os.environ.get("KWS_TEST_MODEL") or ROOT / "firmware_models" / "encoder.tflite")
@@ -218,7 +219,7 @@ def test_enroll_records_takes_from_the_microphone(tmp_path):
     for take in range(1, 6):
         assert f"Take {take}/5: say 'hey toaster' now" in result.stderr
     assert "enrolled 'hey toaster': 5 takes" in result.stdout
-    recorded = sorted((store / "takes" / "hey toaster").glob("take_*.wav"))
+    recorded = sorted((store / KeywordStore(store).keywords["hey toaster"].takes_dir).glob("take_*.wav"))
     assert len(recorded) == 5
     for path in recorded:
         assert 0.4 < len(read_wav(path)) / RATE < 3.0  # end-pointed: the word and a little silence
