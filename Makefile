@@ -10,7 +10,7 @@ SYNTH_OUT := $(if $(QUICK),data_cache/synth_quick,data_cache/synth)
 SYNTH_ARGS := $(if $(QUICK),--quick,)
 KOKORO_OUT := $(if $(QUICK),data_cache/kokoro_speech_quick,data_cache/kokoro_speech)
 
-.PHONY: help install install-system install-device test lint format data voices train export export-second-cycle export-third-cycle install-peer baselines baseline-classification ablation eval bench demo pi-check
+.PHONY: help install install-system install-device test lint format data voices train export export-second-cycle export-third-cycle install-peer baselines baseline-classification ablation eval bench demo pi-check crash-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ bench: ## speed, memory, size and latency benchmarks; updates BENCHMARKS.md
 
 pi-check: ## prove the device runtime on emulated Pi CPUs (qemu, aarch64) gives x86's answers
 	$(PY) scripts/pi_check.py
+
+crash-test: $(STAMP) ## SIGKILL a process enrolling/adding/removing/re-embedding 300 times; check the keyword store (~3 min)
+	$(PY) scripts/crash_test.py --kills 300
 
 demo: install ## enroll a wake word from a few takes and detect it in a noisy stream
 	$(PY) scripts/demo.py

@@ -200,6 +200,11 @@ def _read(path: Path) -> _Version:
     return _parse(path.read_bytes())
 
 
+def read_keywords(path: str | Path) -> dict[str, Keyword]:
+    """The keywords of one store file (current or backup), verified as a load does; ValueError or OSError if not."""
+    return _read(Path(path)).keywords
+
+
 # Everything a damaged file can raise while being read and verified.
 _DAMAGE = (OSError, ValueError, RecursionError)
 
