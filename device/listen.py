@@ -17,10 +17,19 @@ Events go to stdout, one JSON object per line with ``--json``
 (``{"keyword", "time_s", "score", "timestamp"}``), a human line otherwise; logs go
 to stderr. ``--on-detect CMD`` runs a shell command per event without waiting
 for it, with ``KWS_KEYWORD``, ``KWS_SCORE`` and ``KWS_TIME`` in its environment.
+
+The hooks are bounded, because a daemon runs for months and a hook can hang (a
+network call, a lock): at most ``max_hooks`` (4) run at once, and an event that
+finds them all running is logged and its hook skipped (the event itself is still
+printed); finished hooks are reaped as the daemon goes. Each hook is its own process
+group, so on exit the ones still running, with whatever they started, get SIGTERM
+and, ``hook_grace_seconds`` (2 s) later, SIGKILL: nothing is left behind a stopped
+daemon.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -67,6 +76,8 @@ class ListenOptions:
     backoff_max: float = 30.0
     stable_seconds: float = 10.0  # a stream that ran this long resets the back-off
     queue_seconds: float = 30.0  # audio buffered between the callback and the detector before dropping
+    max_hooks: int = 4  # --on-detect commands running at once; an event beyond that skips its hook
+    hook_grace_seconds: float = 2.0  # on exit: SIGTERM to running hooks, SIGKILL after this long
 
 
 def describe_keywords(keywords: list, offset: float = 0.0) -> str:
@@ -135,6 +146,7 @@ class Listener:
         try:
             self._loop()
         finally:
+            self._stop_hooks()
             for number, handler in previous.items():
                 signal.signal(number, handler)
         log.info("stopped (%s)", self._stop_reason or "done")
@@ -312,6 +324,16 @@ class Listener:
             self._run_hook(event)
 
     def _run_hook(self, event: dict) -> None:
+        """Start the --on-detect command for ``event`` unless ``max_hooks`` of them are still running."""
+        self._reap()
+        if len(self._children) >= self.options.max_hooks:
+            log.warning(
+                "--on-detect: %d commands still running; skipping the one for %r at %.2f s",
+                len(self._children),
+                event["keyword"],
+                event["time_s"],
+            )
+            return
         env = dict(
             os.environ,
             KWS_KEYWORD=event["keyword"],
@@ -319,7 +341,8 @@ class Listener:
             KWS_TIME=f"{event['time_s']:.3f}",
         )
         try:
-            self._children.append(subprocess.Popen(self.options.on_detect, shell=True, env=env))
+            # Its own process group (session): on exit killpg reaches what the shell started too.
+            self._children.append(subprocess.Popen(self.options.on_detect, shell=True, env=env, start_new_session=True))
         except OSError as error:
             log.error("--on-detect command could not start: %s", error)
 
@@ -332,6 +355,30 @@ class Listener:
             elif code != 0:
                 log.warning("--on-detect command exited with status %d", code)
         self._children = running
+
+    def _stop_hooks(self) -> None:
+        """SIGTERM the process groups of hooks still running, SIGKILL those left after the grace period; reap all."""
+        self._reap()
+        if not self._children:
+            return
+        log.info("stopping %d --on-detect commands still running", len(self._children))
+        for child in self._children:
+            _signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + self.options.hook_grace_seconds
+        for child in self._children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(max(0.0, deadline - time.monotonic()))
+            # Also after the shell exited: what it started may still run in its group (killpg then
+            # reaches them; a group with no process left is simply gone).
+            _signal_group(child, signal.SIGKILL)
+            child.wait()
+        self._children = []
+
+
+def _signal_group(child: subprocess.Popen, number: signal.Signals) -> None:
+    """Send ``number`` to the hook's process group (its pid: it leads its own session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, number)
 
 
 def listen(

@@ -170,6 +170,10 @@ def test_listen_prints_a_json_detection_runs_the_hook_and_stops_on_sigterm(store
     )
     try:
         lines = _read_until(process, lambda line: '"keyword"' in line, timeout=30)
+        # The hook has written its line before the daemon stops (a hook still running at exit is terminated).
+        deadline = time.monotonic() + 5
+        while not hook_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=15)
     finally:
@@ -183,9 +187,6 @@ def test_listen_prints_a_json_detection_runs_the_hook_and_stops_on_sigterm(store
     for said in ("runtime", "keywords 'hey toaster' (threshold", "microphone opened", "KWS_FAKE_INPUT", "stopped"):
         assert said in stderr, (said, stderr)
     assert "Traceback" not in stderr
-    deadline = time.monotonic() + 5
-    while not hook_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
     keyword, score, when = hook_file.read_text().splitlines()[0].split("|")
     assert keyword == "hey toaster" and float(score) == pytest.approx(events[0]["score"], abs=1e-3)
     assert float(when) == pytest.approx(events[0]["time_s"], abs=1e-2)
@@ -372,3 +373,43 @@ def test_without_portaudio_devices_and_listen_say_so(monkeypatch, capsys, tmp_pa
         assert cli.main(["--store", str(tmp_path), "--model", str(MODEL), "listen"]) == 1
         err = capsys.readouterr().err
         assert "kws: error:" in err and "sounddevice" in err and "Traceback" not in err
+
+
+@needs_model
+@needs_espeak
+def test_on_detect_hooks_are_bounded_and_none_outlives_the_daemon(store, keyword_wav, tmp_path):
+    """Hooks that hang (one ignoring SIGTERM): at most 4 run, the rest are skipped, all are gone after SIGTERM."""
+    pids = tmp_path / "pids.txt"
+    env = dict(
+        os.environ,
+        KWS_MODEL=str(MODEL),
+        KWS_CONFIG="/nonexistent/kws-config.toml",
+        KWS_FAKE_INPUT=str(keyword_wav),
+        KWS_FAKE_INPUT_SPEED="8",
+        KWS_FAKE_INPUT_LOOP="1",
+    )
+    # The shell ignores SIGTERM (and so does its sleep, which inherits that): only SIGKILL ends them.
+    hook = f"trap '' TERM; echo $$ >> {pids}; sleep 60; echo done"
+    command = [sys.executable, "-m", "device.cli", "--store", str(store), "listen", "--json", "--on-detect", hook]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []  # events so far (the predicate runs in _read_until's reader thread)
+        lines = _read_until(
+            process, lambda line: '"keyword"' in line and seen.append(line) is None and len(seen) >= 6, 40
+        )
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert len([line for line in lines if '"keyword"' in line]) >= 6, (lines, stderr)
+    started = [int(pid) for pid in pids.read_text().split()]
+    assert len(started) == 4, (started, stderr)
+    assert "commands still running; skipping the one for 'hey toaster'" in stderr
+    assert "stopping 4 --on-detect commands still running" in stderr
+    for pid in started:
+        status = Path(f"/proc/{pid}/status")
+        alive = status.exists() and "State:\tZ" not in status.read_text()
+        assert not alive, f"hook shell {pid} outlived the daemon"
+    assert "Traceback" not in stderr
