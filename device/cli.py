@@ -46,10 +46,16 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 # -- help texts (description + examples, shown by `kws COMMAND --help`) -------------------------------
 
-ENROLL_HELP = """\
+AUDIO_FILES = """\
+audio files: wav (8/16/24/32-bit PCM or float, WAVE_FORMAT_EXTENSIBLE), FLAC,
+Ogg Vorbis/Opus, MP3, AIFF (anything libsndfile reads); any rate, any channels
+(averaged). Other formats: convert first, e.g. `sox in.m4a -r 16000 out.wav`.
+"""
+
+ENROLL_HELP = f"""\
 Enroll a keyword from a few takes of you saying it (3 to 10 takes).
 
-With wav files, each file is one take (any rate, mono or stereo). Without files,
+With audio files, each file is one take (formats below). Without files,
 the takes are recorded from the microphone: after a short quiet moment to measure
 the room, each take is prompted; speak after the prompt and stop; recording ends
 by itself after ~0.6 s of silence (or 3 s at most).
@@ -57,6 +63,7 @@ by itself after ~0.6 s of silence (or 3 s at most).
 Every take is checked (silent, clipped, too short, too long, unlike the others);
 a rejected take is named with the reason, and nothing is stored (exit status 2).
 
+{AUDIO_FILES}
 examples:
   kws enroll "hey toaster"                          # 5 takes from the microphone
   kws enroll "hey toaster" --takes 8 --device 2     # 8 takes from input device 2
@@ -65,14 +72,16 @@ examples:
   kws enroll "hey toaster" --no-keep-takes          # do not keep the audio in the store
 """
 
-DETECT_HELP = """\
+DETECT_HELP = f"""\
 Run the detector over a recording as if it were live, and print the detections.
 
 One line per detection: "time_s<TAB>keyword<TAB>score", where time_s is the end of
 the detected word in seconds from the start of the file. With --json, one JSON
-object per line: {"keyword": str, "time_s": float, "score": float}. Exits 0 also
-when nothing is detected.
+object per line: {{"keyword": str, "time_s": float, "score": float}}. Exits 0 also
+when nothing is detected. The file is read in blocks, so its length does not
+matter (hours are fine).
 
+{AUDIO_FILES}
 examples:
   kws detect kitchen.wav
   kws detect kitchen.wav --json | jq -r .keyword
@@ -138,12 +147,13 @@ examples:
   kws devices
 """
 
-EMBED_HELP = """\
+EMBED_HELP = f"""\
 Print each file's embedding exactly as enrollment computes it (trimmed, centred
 in the encoder's window, averaged with copies under pink noise at 10/15/20 dB
 SNR): an L2-normalised vector of the model's embedding size.
-With --json, one object per line: {"file": str, "embedding": [float, ...]}.
+With --json, one object per line: {{"file": str, "embedding": [float, ...]}}.
 
+{AUDIO_FILES}
 examples:
   kws embed take1.wav take2.wav --json
 """
@@ -178,16 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=summary, description=text, formatter_class=_formatter, parents=[common], prog=f"{PROG} {name}"
         )
 
-    p = command("enroll", ENROLL_HELP, "enroll a keyword from takes (wav files or the microphone)")
+    p = command("enroll", ENROLL_HELP, "enroll a keyword from takes (audio files or the microphone)")
     p.add_argument("name", metavar="NAME", help="the keyword, e.g. 'hey toaster' (how events will name it)")
-    p.add_argument("wavs", metavar="WAV", nargs="*", type=Path, help="takes as wav files (none: record)")
+    p.add_argument("wavs", metavar="WAV", nargs="*", type=Path, help="takes as audio files (none: record)")
     p.add_argument("--add", action="store_true", help="add these takes to an existing keyword")
     p.add_argument("--no-keep-takes", action="store_true", help="do not keep the takes' audio in the store")
     p.add_argument("--takes", type=int, default=5, metavar="N", help="takes to record from the microphone (5)")
     p.add_argument("--device", metavar="N", help="input device index or name part (see `kws devices`)")
 
-    p = command("detect", DETECT_HELP, "detect keywords in a wav file")
-    p.add_argument("wav", metavar="WAV", type=Path, help="recording to scan")
+    p = command("detect", DETECT_HELP, "detect keywords in an audio file")
+    p.add_argument("wav", metavar="WAV", type=Path, help="recording to scan (any format above)")
     p.add_argument("--json", action="store_true", help="one JSON object per detection")
 
     p = command("listen", LISTEN_HELP, "detect keywords on the microphone (daemon)")
@@ -204,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("reembed", REEMBED_HELP, "re-embed kept takes with the current model")
     command("devices", DEVICES_HELP, "list audio input devices")
 
-    p = command("embed", EMBED_HELP, "print embeddings of wav files")
+    p = command("embed", EMBED_HELP, "print embeddings of audio files")
     p.add_argument("wavs", metavar="WAV", nargs="+", type=Path)
     p.add_argument("--json", action="store_true", help="one JSON object per file")
 

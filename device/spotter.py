@@ -18,10 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from device.audio import read_wav
+from device.audio import read_wav, stream_audio
 from device.detector import Detection, DetectorSettings, StreamingDetector
 from device.encoder import Encoder
-from device.enroll import EnrollmentError, check_keyword_name, enroll, load_negatives, save_takes
+from device.enroll import (
+    EnrollmentError,
+    check_distinct_name,
+    check_keyword_name,
+    enroll,
+    load_negatives,
+    save_takes,
+)
 from device.settings import default_model_path, default_store_dir
 from device.store import Keyword, KeywordStore, TakesWriter
 
@@ -66,7 +73,10 @@ class Spotter:
 
         The kept takes go into a new folder committed with the keyword (see :mod:`device.store`), so an
         interruption at any moment leaves the old keyword with its takes or the new one with its takes.
+        A name that differs from another keyword's only in case or ``_`` versus space is refused
+        (:func:`device.enroll.keyword_key`): the Wyoming server could not tell the two apart.
         """
+        check_distinct_name(check_keyword_name(name), self.store.keywords)
         return self.commit([self.prepare(name, takes, add, keep_takes)])[0]
 
     def prepare(
@@ -133,13 +143,24 @@ class Spotter:
         return self._stream.process(samples)
 
     def detect_file(self, path: str | Path, chunk_seconds: float = 0.1) -> list[Detection]:
-        """Run a fresh stream over a recording in ``chunk_seconds`` chunks, as if it were live."""
-        audio = read_wav(path, self.sample_rate)
+        """Run a fresh stream over a recording in ``chunk_seconds`` chunks, as if it were live.
+
+        The file is read and resampled block by block (:func:`~device.audio.stream_audio`), so memory
+        does not grow with its length. The detector still gets chunks of exactly ``chunk_seconds`` from
+        the start of the file (its runs fall at chunk ends), whatever sizes the blocks come in.
+        """
         stream = self.new_stream()
         chunk = max(1, int(chunk_seconds * self.sample_rate))
-        events = []
-        for start in range(0, len(audio), chunk):
-            events += stream.process(audio[start : start + chunk])
+        events: list[Detection] = []
+        pending = np.zeros(0, np.float32)
+        for piece in stream_audio(path, self.sample_rate):
+            pending = np.concatenate([pending, piece])
+            whole = len(pending) - len(pending) % chunk
+            for start in range(0, whole, chunk):
+                events += stream.process(pending[start : start + chunk])
+            pending = pending[whole:]
+        if len(pending):
+            events += stream.process(pending)
         # A second of silence at the end lets a word at the very end of the file complete its window.
         events += stream.process(np.zeros(self.sample_rate, np.float32))
         return events

@@ -340,7 +340,7 @@ def test_corrupt_or_missing_wav_is_a_clear_error(tmp_path):
     assert_clean_error(kws("--store", store, "enroll", "word", *map(str, takes)), 2, "garbage.wav")
     assert_clean_error(kws("embed", tmp_path / "missing.wav"), 2, "missing.wav: no such file")
     KeywordStore(store).put(_fake_keyword("x", json.loads(MODEL.with_suffix(".json").read_text())["sha256"]))
-    assert_clean_error(kws("--store", store, "detect", garbage), 2, "not a readable PCM wav")
+    assert_clean_error(kws("--store", store, "detect", garbage), 2, "not a readable audio file")
 
 
 def test_bad_names_options_and_config_are_usage_errors(tmp_path):
