@@ -12,8 +12,13 @@ An optional config file (~/.config/kws/config.toml or $KWS_CONFIG, see --config)
 sets defaults; options on the command line win over it. Global options may be
 given before or after the command. `kws COMMAND --help` explains each command.
 
-exit status: 0 success, 1 failure (model, store, microphone), 2 bad input (a
-rejected take, an unreadable wav, a wrong option).
+exit status (every command, the daemons included):
+  0    success; also when nothing was detected, and a daemon stopped by SIGTERM or Ctrl-C
+  1    runtime failure: the model, the keyword store, the microphone, the network
+       address (taken, not allowed), a missing optional package
+  2    bad input: a wrong option or argument, a keyword name that is not allowed, a
+       rejected take, an unreadable wav, a --store that is not a folder, a bad --uri
+  130  a one-shot command interrupted by Ctrl-C
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
@@ -93,7 +99,9 @@ Listen to the microphone and report keywords as they are spoken (the daemon).
 Events go to stdout (--json: one JSON object per line with keyword, time_s,
 score and a unix timestamp); logs go to stderr. --on-detect runs a shell command
 for each event without waiting for it, with KWS_KEYWORD, KWS_SCORE and KWS_TIME
-set in its environment. A microphone that disappears is reopened with back-off
+set in its environment; at most 4 run at once (an event that finds 4 still
+running is logged and its command skipped), and on exit the ones still running,
+with what they started, get SIGTERM, then SIGKILL 2 s later. A microphone that disappears is reopened with back-off
 (0.5 s doubling to 30 s); keywords enrolled meanwhile are picked up within ~2 s.
 Ctrl-C or SIGTERM stops it (exit 0). The config file's [listen] table may set
 device and on_detect.
@@ -162,6 +170,13 @@ SERVE_HELP = """\
 Serve wake-word detection over the Wyoming protocol (Home Assistant, Rhasspy):
 clients stream audio, the server sends detections of the enrolled keywords.
 
+Limits, so that no client can exhaust the server: an event of more than 256 KiB
+(an audio chunk; clients send ~2 KiB) is dropped with an error event; a connection
+with no complete event for --idle-timeout seconds is closed; at most
+--max-connections are served at once (one more closes the longest-idle connection,
+idle over 1 s, or is refused). Exit status: 0 after SIGTERM/Ctrl-C, 1 when the
+model, the store or the address cannot be used, 2 for a bad --uri or limit.
+
 examples:
   kws serve
   kws serve --uri tcp://127.0.0.1:10400 --zeroconf
@@ -221,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("serve", SERVE_HELP, "serve detection over the Wyoming protocol")
     p.add_argument("--uri", default="tcp://0.0.0.0:10400", help="where to listen (tcp://0.0.0.0:10400)")
     p.add_argument("--zeroconf", action="store_true", help="announce the service on the local network")
+    # Defaults as device.wyoming_server's (a test keeps them equal); cli cannot import it without `wyoming`.
+    p.add_argument(
+        "--idle-timeout", type=float, default=60.0, metavar="S", help="close connections idle for S seconds (60)"
+    )
+    p.add_argument("--max-connections", type=int, default=64, metavar="N", help="connections served at once (64)")
     return parser
 
 
@@ -234,13 +254,14 @@ def _spotter(args: argparse.Namespace, check_store: bool = True):
 
 
 def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
-    from device.enroll import MAX_TAKES, MIN_TAKES, EnrollmentError, check_keyword_name
+    from device.enroll import MAX_TAKES, MIN_TAKES, EnrollmentError, check_distinct_name, check_keyword_name
 
     name = check_keyword_name(args.name)
     low = 1 if args.add else MIN_TAKES
     if not args.wavs and not low <= args.takes <= MAX_TAKES:
         raise UsageError(f"--takes must be between {low} and {MAX_TAKES}, got {args.takes}")
     spotter = _spotter(args, check_store=False)
+    check_distinct_name(name, spotter.store.keywords)  # before recording takes that could not be kept
     sha = spotter.encoder.sha256
     existing = spotter.store.keywords.get(name)
     if args.add and existing is not None and existing.encoder_sha256 != sha:
@@ -375,7 +396,7 @@ def cmd_remove(args: argparse.Namespace, out: TextIO) -> int:
     from device.store import KeywordStore
 
     store = KeywordStore(args.store_dir)
-    name = args.name.strip()
+    name = unicodedata.normalize("NFC", args.name.strip())  # as enrollment stored it
     if name not in store.keywords:
         raise UsageError(f"no keyword named {name!r} in {store.folder} (have: {', '.join(store.names) or 'none'})")
     store.remove(name)
@@ -458,7 +479,8 @@ def cmd_embed(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from device.wyoming_server import serve
 
-    return int(serve(args.uri, args.store_dir, args.model_path, args.settings.detector, args.zeroconf) or 0)
+    limits = {"idle_timeout": args.idle_timeout, "max_connections": args.max_connections}
+    return int(serve(args.uri, args.store_dir, args.model_path, args.settings.detector, args.zeroconf, **limits) or 0)
 
 
 COMMANDS = {
@@ -473,6 +495,7 @@ COMMANDS = {
     "serve": cmd_serve,
 }
 DAEMONS = {"listen", "serve"}
+STORE_COMMANDS = {"enroll", "detect", "listen", "list", "remove", "reembed", "serve"}
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -534,6 +557,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     args.store_dir = Path(getattr(args, "store", None) or settings.store).expanduser()
     args.model_path = Path(getattr(args, "model", None) or settings.model).expanduser()
     args.settings = replace(settings, store=args.store_dir, model=args.model_path)
+    if args.command in STORE_COMMANDS and args.store_dir.exists() and not args.store_dir.is_dir():
+        # Without this a file reads as an empty store: `kws listen` would run, hearing nothing.
+        _error(f"the keyword store {args.store_dir} is a file, not a folder: pass a folder to --store (or set store)")
+        return EXIT_USAGE
 
     usage_errors = (UsageError, EnrollmentError, AudioError)
     failures = (ModelError, StoreError, MicrophoneError, NoInterpreterError, OSError)

@@ -13,9 +13,9 @@ the other words that come closest to it.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,18 +52,64 @@ class EnrollmentError(ValueError):
     """A take or a set of takes that cannot make a keyword; the message says which and why."""
 
 
-NAME_PATTERN = re.compile(r"^[^\W_][\w' .-]{0,63}$")
+MAX_NAME_CHARACTERS = 64
+MAX_NAME_BYTES = 200  # UTF-8; the name plus ".<12 hex digits>" must fit a 255-byte file name
+NAME_PUNCTUATION = frozenset("' .-_")
+JOINERS = frozenset("\u200c\u200d")  # zero-width (non-)joiner: part of how Persian and Indic words are spelt
 
 
 def check_keyword_name(name: str) -> str:
-    """Keyword names become folder names under the store: letters, digits, spaces and ' . - _ only."""
-    name = name.strip()
-    if not NAME_PATTERN.match(name) or ".." in name:
+    """The name as stored (NFC, stripped), or :class:`EnrollmentError` saying what is wrong with it.
+
+    Why these rules: a keyword is said in any language, so letters, combining marks
+    (Devanagari vowel signs, Thai tone marks, a decomposed ``é``) and digits of any script
+    are allowed; NFC makes one spelling of what looks the same. The name also becomes a
+    folder name under the store, so path separators, control characters, a leading dot
+    and ``..`` are refused, and its length is capped in characters and in bytes.
+    """
+    name = unicodedata.normalize("NFC", name).strip()
+    problem = ""
+    bad = sorted(
+        {c for c in name if not (unicodedata.category(c)[0] in "LMN" or c in NAME_PUNCTUATION or c in JOINERS)}
+    )
+    if not name:
+        problem = "it is empty"
+    elif bad:
+        problem = "it contains " + ", ".join(repr(c) if c.isprintable() else f"U+{ord(c):04X}" for c in bad)
+    elif unicodedata.category(name[0])[0] not in "LN":
+        problem = "it must start with a letter or a digit"
+    elif ".." in name:
+        problem = "it contains '..'"
+    elif len(name) > MAX_NAME_CHARACTERS or len(name.encode()) > MAX_NAME_BYTES:
+        problem = f"it is longer than {MAX_NAME_CHARACTERS} characters (or {MAX_NAME_BYTES} bytes in UTF-8)"
+    if problem:
         raise EnrollmentError(
-            f"keyword name {name!r} is not allowed: use letters, digits, spaces and ' . - _ "
-            "(starting with a letter or digit, at most 64 characters)"
+            f"keyword name {name!r} is not allowed: {problem}; use letters and digits of any script, "
+            f"spaces and ' . - _ (starting with a letter or digit, at most {MAX_NAME_CHARACTERS} characters)"
         )
     return name
+
+
+def keyword_key(name: str) -> str:
+    """What makes two keyword names the same: case, ``_`` or space, runs of spaces and Unicode form do not count.
+
+    Why one rule: Home Assistant and openWakeWord users write ``hey_jarvis`` for "Hey Jarvis", so
+    the Wyoming server matches names this way; enrollment refuses a name whose key another keyword
+    already has, so the server can never be asked for two keywords at once by one name.
+    """
+    folded = unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+    return " ".join(folded.replace("_", " ").split())
+
+
+def check_distinct_name(name: str, names: Iterable[str]) -> None:
+    """Refuse ``name`` when another of ``names`` has its :func:`keyword_key` (the same name is fine: a re-enroll)."""
+    clash = sorted(n for n in names if n != name and keyword_key(n) == keyword_key(name))
+    if clash:
+        raise EnrollmentError(
+            f"keyword name {name!r} is too close to the enrolled {', '.join(map(repr, clash))}: names that differ "
+            "only in case or '_' versus space are one name to Home Assistant; "
+            "use that name, or remove it first (`kws remove NAME`)"
+        )
 
 
 @dataclass

@@ -16,10 +16,34 @@ Assistant's Wyoming integration adds it unchanged:
 * ``audio-stop`` -> ``not-detected`` if nothing fired since ``audio-start``, then the
   connection is closed, as openWakeWord does.
 
+Names match by :func:`device.enroll.keyword_key` (case, ``_`` or space, Unicode
+normalisation do not matter), the same rule that keeps enrolled names apart.
+
 Where openWakeWord would drop the connection with an exception we answer instead: an
 unknown name in ``detect`` is logged and ignored, an unsupported audio format gets an
 ``error`` event (once per format) and its chunks are dropped, an unreadable event gets an
 ``error`` event and the connection is closed. Nothing a client sends stops the server.
+
+What one client can make the server hold is bounded, so neither a broken client nor a
+flood of connections can starve the others or Home Assistant:
+
+* Memory: an event's payload may be at most ``MAX_PAYLOAD_BYTES`` (256 KiB: 8 s of 16 kHz
+  16-bit mono, 1.4 s of 48 kHz stereo; clients send ~2 KiB chunks) and its JSON data at
+  most ``MAX_DATA_BYTES``. A larger event is read past in small pieces, never held,
+  answered with an ``error`` event (code ``too-large``) and dropped; the connection goes on.
+  A chunk reaches the detector one second of its audio at a time, so the float arrays
+  made from it stay small whatever its format. Beyond that a client holds the stream
+  reader's buffer (asyncio pauses reading past 128 KiB, so TCP pushes back) and its
+  detector state.
+* Time: a connection on which no complete event arrives for ``--idle-timeout`` seconds
+  (60 by default), whether it sends nothing or stalls half-way through an event, is
+  closed; so is one that does not read what we send for that long.
+* Connections: at most ``--max-connections`` (64 by default) at once. One more closes the
+  connection that has waited longest for its next event, if that has been more than
+  ``EVICTABLE_IDLE_SECONDS`` (a streaming client sends every ~0.1 s); otherwise the new
+  one gets an ``error`` event (code ``too-many-connections``) and is closed. Either is
+  logged. So file descriptors stay far under systemd's default limit of 1,024 and a real
+  client is served even while hundreds of idle connections keep arriving.
 
 Every client gets its own detector state; all share one encoder. The detector work of a
 chunk runs in a worker thread so a slow client never holds up the event loop (and so
@@ -39,7 +63,8 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -57,6 +82,7 @@ from device.audio import AudioError, Resampler, pcm_to_float, to_mono
 from device.detector import Detection as KeywordDetection
 from device.detector import DetectorSettings, StreamingDetector
 from device.encoder import Encoder
+from device.enroll import keyword_key
 from device.interpreter import NoInterpreterError
 from device.manifest import ModelError
 from device.spotter import Spotter
@@ -71,6 +97,12 @@ POLL_SECONDS = 2.0
 RATES = (4000, 192000)  # accepted client sample rates (Hz)
 MAX_CHANNELS = 32
 DEFAULT_URI = "tcp://0.0.0.0:10400"
+MAX_PAYLOAD_BYTES = 256 * 1024  # one event's payload (an audio-chunk's audio); see the module docstring
+MAX_DATA_BYTES = 64 * 1024  # one event's JSON data (Wyoming's are a few hundred bytes)
+SKIP_BYTES = 64 * 1024  # an oversized event is read past this much at a time
+DEFAULT_IDLE_TIMEOUT = 60.0  # seconds without a complete event before a connection is closed
+DEFAULT_MAX_CONNECTIONS = 64
+EVICTABLE_IDLE_SECONDS = 1.0  # at the connection cap, a connection idle this long makes room for a new one
 
 
 def _version() -> str:
@@ -80,11 +112,6 @@ def _version() -> str:
         return version("fewshot-kws")
     except PackageNotFoundError:
         return "0.1.0"
-
-
-def _normalize(name: str) -> str:
-    """Names match as openWakeWord matches them: case-insensitive, ``_`` same as space."""
-    return name.lower().replace("_", " ").strip()
 
 
 class LockedEncoder:
@@ -142,6 +169,17 @@ class PcmConverter:
         _, width, channels = self.format
         return self._resampler.process(to_mono(pcm_to_float(data[:usable], width, channels)))
 
+    def pieces(self, audio: bytes) -> Iterator[np.ndarray]:
+        """``audio`` converted one second (of the client's audio) at a time.
+
+        Why: a chunk of 256 KiB of 8-bit audio at 4 kHz is 65 s at the model's rate; as one
+        array its log-mel would take tens of MB. Slices keep the arrays at a second of audio,
+        and the detector gives the same detections whatever the slicing.
+        """
+        step = self.format[0] * self._frame_bytes
+        for start in range(0, len(audio), step):
+            yield self.convert(audio[start : start + step])
+
     def flush(self) -> np.ndarray:
         return self._resampler.flush()
 
@@ -150,11 +188,23 @@ class ProtocolError(ValueError):
     """Bytes from a client that are not a Wyoming event."""
 
 
+class OversizedEvent(ValueError):
+    """An event larger than the server accepts; it was read past, so the connection can go on."""
+
+
+async def _skip(reader: asyncio.StreamReader, count: int) -> None:
+    """Read and drop ``count`` bytes, a little at a time, so they are never all in memory."""
+    while count > 0:
+        count -= len(await reader.readexactly(min(count, SKIP_BYTES)))
+
+
 async def read_event(reader: asyncio.StreamReader) -> Event | None:
     """One Wyoming event, None at a clean end of stream, :class:`ProtocolError` on garbage.
 
     Like ``wyoming.event.async_read_event``, except that the library's version turns an
-    unreadable header into a silent end of stream; this one says what was wrong.
+    unreadable header into a silent end of stream; this one says what was wrong. An event
+    with more than ``MAX_DATA_BYTES`` of data or ``MAX_PAYLOAD_BYTES`` of payload is read
+    past and raises :class:`OversizedEvent`.
     """
     try:
         line = await reader.readline()
@@ -173,6 +223,12 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
             raise ValueError("bad 'data', 'data_length' or 'payload_length'")
     except (ValueError, TypeError) as error:
         raise ProtocolError(f"unreadable event header {line[:60]!r}: {error}") from error
+    if data_length > MAX_DATA_BYTES or payload_length > MAX_PAYLOAD_BYTES:
+        await _skip(reader, data_length + payload_length)
+        raise OversizedEvent(
+            f"{header['type']} event too large ({data_length} bytes of data, {payload_length} of payload; "
+            f"at most {MAX_DATA_BYTES} and {MAX_PAYLOAD_BYTES}): dropped"
+        )
     if data_length:
         raw = await reader.readexactly(data_length)
         try:
@@ -189,17 +245,41 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
 class WakeService:
     """What every client shares: the encoder, the current keywords and the store watcher."""
 
-    def __init__(self, store_dir: Path, model_path: Path, settings: DetectorSettings) -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        model_path: Path,
+        settings: DetectorSettings,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
         self.store_dir = store_dir
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
         self._store_version = store_version(store_dir)  # read before loading, so no change is missed
         self.spotter = Spotter(store_dir=store_dir, model_path=model_path, settings=settings)
         self.spotter.encoder = LockedEncoder(self.spotter.encoder)  # new_stream() hands this to every detector
         self.generation = 0  # bumped after each store swap; streams compare it between chunks
-        self.clients: set[asyncio.Task] = set()  # connection tasks, awaited at shutdown
+        self.clients: dict[asyncio.Task, WakeHandler] = {}  # open connections, awaited at shutdown
 
     @property
     def sample_rate(self) -> int:
         return self.spotter.sample_rate
+
+    def admit(self, task: asyncio.Task, handler: WakeHandler) -> bool:
+        """Count a new connection in, making room at the cap by closing the longest-idle one if it may be.
+
+        False (the caller refuses it) when every open connection sent an event within
+        ``EVICTABLE_IDLE_SECONDS``: those are clients at work, not ones holding a slot.
+        """
+        if len(self.clients) >= self.max_connections:
+            idlest = min(self.clients.values(), key=lambda h: h.last_event)
+            if time.monotonic() - idlest.last_event < EVICTABLE_IDLE_SECONDS:
+                return False
+            idlest.evict(f"{self.max_connections} connections open and it was the longest idle")
+            del self.clients[idlest.task]
+        self.clients[task] = handler
+        return True
 
     @property
     def window_samples(self) -> int:
@@ -213,13 +293,13 @@ class WakeService:
         """Requested names -> enrolled names (None: all of them); unknown ones are dropped."""
         if names is None:
             return None
-        by_key = {_normalize(n): n for n in self.spotter.store.keywords}
-        return [by_key[_normalize(n)] for n in names if _normalize(n) in by_key]
+        by_key = {keyword_key(n): n for n in self.spotter.store.keywords}
+        return [by_key[keyword_key(n)] for n in names if keyword_key(n) in by_key]
 
     def keywords_for(self, names: list[str] | None) -> list[Keyword]:
         store = self.spotter.store  # one read: a swap in between cannot mix two stores
-        wanted = None if names is None else {_normalize(n) for n in names}
-        return [k for k in store.keywords.values() if wanted is None or _normalize(k.name) in wanted]
+        wanted = None if names is None else {keyword_key(n) for n in names}
+        return [k for k in store.keywords.values() if wanted is None or keyword_key(k.name) in wanted]
 
     def new_stream(self, names: list[str] | None) -> tuple[StreamingDetector, int]:
         """A detector over ``names`` (None: all) and the store generation it reflects."""
@@ -296,30 +376,71 @@ class WakeHandler(AsyncEventHandler):
         self.client = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "local")
         self.names: list[str] | None = None  # as requested by detect; None: every keyword
         self.stream: _Stream | None = None
+        self.last_event = time.monotonic()  # when the last complete event arrived (or the connection opened)
+        self.task: asyncio.Task | None = None
+
+    async def write_event(self, event: Event) -> None:
+        """Send an event; a client that does not read it within the idle timeout raises TimeoutError."""
+        async with asyncio.timeout(self.service.idle_timeout):
+            await super().write_event(event)
+
+    def evict(self, reason: str) -> None:
+        """Close this connection from outside (its task is cancelled while it waits for an event)."""
+        log.warning("client %s: closing its connection: %s", self.client, reason)
+        self.task.cancel()
 
     async def run(self) -> None:
-        """The library's loop, plus: garbage and lost connections are logged, never raised."""
+        """The library's loop, plus: garbage, lost and idle connections are logged, never raised."""
+        self.task = asyncio.current_task()
+        if not self.service.admit(self.task, self):
+            await self._refuse()
+            return
         log.info("client %s connected", self.client)
-        task = asyncio.current_task()
-        self.service.clients.add(task)
         self._is_running = True
+        timeout = self.service.idle_timeout
         try:
             while self._is_running:
                 try:
-                    event = await read_event(self.reader)
+                    async with asyncio.timeout(timeout):
+                        event = await read_event(self.reader)
                 except ProtocolError as error:
                     log.warning("client %s: %s; closing its connection", self.client, error)
                     await self.write_event(Error(text=str(error), code="bad-event").event())
                     break
+                except OversizedEvent as error:
+                    log.warning("client %s: %s", self.client, error)
+                    await self.write_event(Error(text=str(error), code="too-large").event())
+                    continue
+                except TimeoutError:
+                    log.info("client %s: no complete event for %g s; closing its connection", self.client, timeout)
+                    break
+                self.last_event = time.monotonic()
                 if event is None or not await self.handle_event(event):
                     break
+                self.last_event = time.monotonic()  # a chunk's detector work is activity too
         except (ConnectionError, asyncio.IncompleteReadError) as error:
             log.info("client %s: connection lost (%s)", self.client, type(error).__name__)
+        except TimeoutError:
+            log.info("client %s: not reading what we send for %g s; closing its connection", self.client, timeout)
         except Exception:
             log.exception("client %s: unexpected error; closing its connection", self.client)
         finally:
             log.info("client %s disconnected", self.client)
-            self.service.clients.discard(task)
+            if self.service.clients.get(self.task) is self:
+                del self.service.clients[self.task]
+            self.writer.close()
+
+    async def _refuse(self) -> None:
+        """Tell a connection over the cap why it is closed (without waiting on it for long), and close it."""
+        limit = self.service.max_connections
+        log.warning("client %s refused: %d connections open (--max-connections)", self.client, limit)
+        text = f"too many connections ({limit} open); try again later"
+        try:
+            async with asyncio.timeout(1.0):
+                await super().write_event(Error(text=text, code="too-many-connections").event())
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
             self.writer.close()
 
     async def handle_event(self, event: Event) -> bool:
@@ -348,8 +469,8 @@ class WakeHandler(AsyncEventHandler):
             raise ValueError(f"'names' must be a list of strings, got {names!r}")
         names = names or None  # an empty list means "any", as in openWakeWord
         if names is not None:
-            known = {_normalize(k) for k in self.service.names}
-            unknown = [n for n in names if _normalize(n) not in known]
+            known = {keyword_key(k) for k in self.service.names}
+            unknown = [n for n in names if keyword_key(n) not in known]
             if unknown:
                 log.warning(
                     "client %s: no keyword %s enrolled (have: %s); ignoring",
@@ -392,14 +513,14 @@ class WakeHandler(AsyncEventHandler):
         if converter is None:
             return
         loop = asyncio.get_running_loop()
-        detections = await loop.run_in_executor(None, self._process, partial(converter.convert, chunk.audio))
+        detections = await loop.run_in_executor(None, self._process, converter.pieces(chunk.audio))
         await self._send(detections, chunk.timestamp)
 
     async def _stop(self, stop: AudioStop) -> None:
         if self.stream is not None and self.stream.converter is not None:
             # The resampler's tail, then a window of silence: a word that ends right at
             # audio-stop still gets a full window before we answer not-detected.
-            tail = partial(self._tail, self.stream.converter)
+            tail = self._tail(self.stream.converter)
             detections = await asyncio.get_running_loop().run_in_executor(None, self._process, tail)
             await self._send(detections, stop.timestamp)
         if self.stream is None or not self.stream.detected:
@@ -407,14 +528,20 @@ class WakeHandler(AsyncEventHandler):
             log.info("client %s: audio stopped, nothing detected", self.client)
         self.stream = None
 
-    def _tail(self, converter: PcmConverter) -> np.ndarray:
-        return np.concatenate([converter.flush(), np.zeros(self.service.window_samples, np.float32)])
+    def _tail(self, converter: PcmConverter) -> Iterator[np.ndarray]:
+        yield converter.flush()
+        yield np.zeros(self.service.window_samples, np.float32)
 
-    def _process(self, samples: Callable[[], np.ndarray]) -> list[KeywordDetection]:
-        """Worker thread: this stream's keywords brought up to date, then audio -> detections."""
+    def _process(self, pieces: Iterable[np.ndarray]) -> list[KeywordDetection]:
+        """Worker thread: this stream's keywords brought up to date, then audio -> detections.
+
+        ``pieces`` is a generator, so the conversion of the audio runs here too, not in the event loop.
+        """
         stream = self.stream
         self._refresh_keywords(stream)
-        detections = stream.detector.process(samples())
+        detections = []
+        for samples in pieces:
+            detections += stream.detector.process(samples)
         if detections:
             stream.detected = True
             stream.last_detection_s = stream.detector.time_s
@@ -490,12 +617,12 @@ class _Announcement:
 
 
 async def _run(server: AsyncServer, uri: str, service: WakeService, zeroconf: bool) -> int:
-    """Serve until SIGTERM or SIGINT; 0 on a clean stop, 2 if the address cannot be bound."""
+    """Serve until SIGTERM or SIGINT; 0 on a clean stop, 1 if the address cannot be bound."""
     try:
         await server.start(partial(WakeHandler, service))
     except OSError as error:
         log.error("cannot listen on %s: %s", uri, error)
-        return 2
+        return 1
     log.info("listening on %s for %s", uri, ", ".join(service.names) or "nothing yet (enroll with `kws enroll`)")
     stopping = asyncio.Event()
 
@@ -526,11 +653,20 @@ def _configure_logging(level: int) -> None:
     logging.basicConfig(level=level, format=time + "%(levelname)s %(name)s: %(message)s")
 
 
-def serve(uri: str, store_dir: Path, model_path: Path, settings: DetectorSettings, zeroconf: bool = False) -> int:
+def serve(
+    uri: str,
+    store_dir: Path,
+    model_path: Path,
+    settings: DetectorSettings,
+    zeroconf: bool = False,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+) -> int:
     """Run the Wyoming server on ``uri`` (``tcp://HOST:PORT`` or ``unix://PATH``) until SIGTERM/SIGINT.
 
-    Returns the exit status: 0 after a clean stop, 2 when the model, the store or the
-    address cannot be used (the log says why and what to do).
+    Returns the exit status of ``kws --help``'s table: 0 after a clean stop, 1 when the
+    model, the store or the address cannot be used, 2 for bad input (the URI, a limit, a
+    store path that is not a folder); the log says why and what to do.
     """
     _configure_logging(logging.INFO)
     try:
@@ -541,14 +677,23 @@ def serve(uri: str, store_dir: Path, model_path: Path, settings: DetectorSetting
     if isinstance(server, AsyncStdioServer):
         log.error("bad --uri %r: serve several clients over tcp://HOST:PORT or unix://PATH, not stdio", uri)
         return 2
+    if not (idle_timeout > 0 and math.isfinite(idle_timeout)) or max_connections < 1:
+        log.error(
+            "--idle-timeout must be > 0 s and --max-connections >= 1, got %g and %d", idle_timeout, max_connections
+        )
+        return 2
+    store_dir = Path(store_dir).expanduser()
+    if store_dir.exists() and not store_dir.is_dir():
+        log.error("--store %s is a file, not a folder: give the keyword store's folder", store_dir)
+        return 2
     if zeroconf and urlparse(uri).scheme != "tcp":
         log.warning("--zeroconf announces tcp:// servers only; not announcing %s", uri)
         zeroconf = False
     try:
-        service = WakeService(Path(store_dir).expanduser(), Path(model_path).expanduser(), settings)
+        service = WakeService(store_dir, Path(model_path).expanduser(), settings, idle_timeout, max_connections)
     except (ModelError, StoreError, NoInterpreterError, OSError) as error:
         log.error("cannot start: %s", error)
-        return 2
+        return 1
     return asyncio.run(_run(server, uri, service, zeroconf))
 
 
@@ -561,12 +706,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="encoder .tflite (default: from config, $KWS_MODEL, shipped)")
     parser.add_argument("--config", type=Path, help="config.toml (default ~/.config/kws/config.toml if present)")
     parser.add_argument("--zeroconf", action="store_true", help="announce the server on the LAN (_wyoming._tcp)")
+    _add_limit_options(parser)
     parser.add_argument("--debug", action="store_true", help="log debug messages")
     args = parser.parse_args(argv)
     if args.debug:
         _configure_logging(logging.DEBUG)
     settings = load_settings(args.config)
-    return serve(args.uri, args.store or settings.store, args.model or settings.model, settings.detector, args.zeroconf)
+    store, model = args.store or settings.store, args.model or settings.model
+    return serve(args.uri, store, model, settings.detector, args.zeroconf, args.idle_timeout, args.max_connections)
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """``--idle-timeout`` and ``--max-connections`` (``kws serve`` has the same; a test keeps their defaults equal)."""
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="S",
+        help=f"close a connection with no complete event for S seconds ({DEFAULT_IDLE_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections served at once; more close the longest-idle or are refused ({DEFAULT_MAX_CONNECTIONS})",
+    )
 
 
 if __name__ == "__main__":

@@ -378,14 +378,16 @@ def test_serve_is_dispatched_to_the_wyoming_server(monkeypatch, tmp_path):
 
     calls = []
     module = types.ModuleType("device.wyoming_server")
-    module.serve = lambda *args: calls.append(args) or 0
+    module.serve = lambda *args, **limits: calls.append((args, limits)) or 0
     monkeypatch.setitem(sys.modules, "device.wyoming_server", module)
     status = cli.main(
         ["--store", str(tmp_path), "--model", "m.tflite", "serve", "--uri", "tcp://127.0.0.1:1", "--zeroconf"]
+        + ["--idle-timeout", "5", "--max-connections", "3"]
     )
     assert status == 0
-    uri, store, model, settings, zeroconf = calls[0]
+    (uri, store, model, settings, zeroconf), limits = calls[0]
     assert (uri, store, model, zeroconf) == ("tcp://127.0.0.1:1", tmp_path, Path("m.tflite"), True)
+    assert limits == {"idle_timeout": 5.0, "max_connections": 3}
     from device.detector import DetectorSettings
 
     assert isinstance(settings, DetectorSettings)

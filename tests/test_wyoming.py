@@ -7,6 +7,7 @@ streams come from another voice, with the keyword between other words, over nois
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import socket
@@ -102,12 +103,12 @@ def _free_port() -> int:
 class Server:
     """``python -m device.wyoming_server`` on a free loopback port, its log in a file."""
 
-    def __init__(self, store: Path, log_path: Path) -> None:
+    def __init__(self, store: Path, log_path: Path, options: tuple[str, ...] = ()) -> None:
         self.port = _free_port()
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         command = [sys.executable, "-m", "device.wyoming_server", "--uri", f"tcp://127.0.0.1:{self.port}"]
-        command += ["--store", str(store), "--model", str(MODEL)]
+        command += ["--store", str(store), "--model", str(MODEL), *options]
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -320,3 +321,110 @@ def test_48k_stereo_chunks_detect_like_16k_mono(store, audio):
     # The event is the first 0.1 s hop over the threshold; with the threshold close to the word's peak score,
     # resampling's tiny changes can move that crossing by a hop or two, never to another word.
     assert abs(mono[0].time_s - stereo[0].time_s) <= 0.25
+
+
+def _peak_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+async def _send_raw(writer: asyncio.StreamWriter, header: dict, payload: bytes) -> None:
+    writer.write(json.dumps(header).encode() + b"\n")
+    view = memoryview(payload)
+    for start in range(0, len(view), 1 << 20):
+        writer.write(view[start : start + (1 << 20)])
+        await writer.drain()
+
+
+def test_a_chunk_over_the_cap_is_dropped_with_an_error_and_memory_stays_bounded(server, audio):
+    """32 MiB in one audio-chunk is read past, not held; the largest accepted chunk (256 KiB of 8-bit audio at
+    4 kHz: 65 s at the model's rate) is served; then the keyword on the same connection is still detected."""
+    from device.wyoming_server import MAX_PAYLOAD_BYTES
+
+    pcm = _pcm16(audio["keyword"])
+
+    async def scenario() -> list[Event]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await async_write_event(AudioStart(rate=RATE, width=2, channels=1).event(), writer)
+        data = {"rate": RATE, "width": 2, "channels": 1}
+        await _send_raw(writer, {"type": "audio-chunk", "data": data, "payload_length": 32 << 20}, bytes(32 << 20))
+        largest = np.full(MAX_PAYLOAD_BYTES, 128, np.uint8).tobytes()  # 8-bit silence
+        await async_write_event(AudioChunk(rate=4000, width=1, channels=1, audio=largest).event(), writer)
+        for start in range(0, len(pcm), 3200):
+            await async_write_event(AudioChunk(RATE, 2, 1, pcm[start : start + 3200]).event(), writer)
+        await async_write_event(AudioStop().event(), writer)
+        events = []
+        while (event := await asyncio.wait_for(async_read_event(reader), 20)) is not None:
+            events.append(event)
+        writer.close()
+        return events
+
+    events = asyncio.run(scenario())
+    assert [(e.type, e.data.get("code") or e.data.get("name")) for e in events] == [
+        ("error", "too-large"),
+        ("detection", KEYWORD),
+    ], server.log()
+    assert "audio-chunk event too large" in server.log()
+    assert _peak_mb(server.process.pid) < 120, server.log()
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> list[Event]:
+    """The events until the server closes the connection (TimeoutError if it does not within ``seconds``)."""
+    events = []
+    async with asyncio.timeout(seconds):
+        while (event := await async_read_event(reader)) is not None:
+            events.append(event)
+    return events
+
+
+def test_idle_stalled_and_surplus_connections_are_closed(store, tmp_path):
+    """--idle-timeout 1.5 --max-connections 2: an idle and a half-sent connection are closed; a third is
+    refused while both are fresh; once they have idled for over a second, a new client is served instead."""
+    running = Server(store, tmp_path / "server.log", ("--idle-timeout", "1.5", "--max-connections", "2"))
+
+    async def scenario() -> None:
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", running.port)
+        await asyncio.sleep(0.05)
+        half_reader, half_writer = await asyncio.open_connection("127.0.0.1", running.port)
+        half_writer.write(b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, ')
+        half_writer.write(b'"payload_length": 3200}\n' + bytes(100))  # 100 of the 3200 bytes, then nothing
+        await half_writer.drain()
+        await asyncio.sleep(0.1)
+        surplus_reader, surplus_writer = await asyncio.open_connection("127.0.0.1", running.port)
+        refused = await _closed_within(surplus_reader, 3)
+        assert [(e.type, e.data.get("code")) for e in refused] == [("error", "too-many-connections")]
+        await asyncio.sleep(1.0)  # both held connections now idle for over a second
+        info = await asyncio.wait_for(_describe(running.port), 5)  # makes room by closing the idlest one
+        assert [m.name for m in info.wake[0].models] == [KEYWORD]
+        assert await _closed_within(idle_reader, 0.5) == []  # the one evicted
+        assert await _closed_within(half_reader, 2.0) == []  # the stalled event timed out
+        fresh_reader, fresh_writer = await asyncio.open_connection("127.0.0.1", running.port)
+        began = time.monotonic()
+        assert await _closed_within(fresh_reader, 4.0) == []  # sends nothing: closed after the idle timeout
+        assert 1.0 < time.monotonic() - began < 4.0
+        for writer in (idle_writer, half_writer, surplus_writer, fresh_writer):
+            writer.close()
+
+    try:
+        asyncio.run(scenario())
+        time.sleep(0.2)
+        assert running.process.poll() is None
+    finally:
+        status = running.stop()
+    log = running.log()
+    assert status == 0, log
+    assert "refused: 2 connections open (--max-connections)" in log
+    assert "closing its connection: 2 connections open and it was the longest idle" in log
+    assert log.count("no complete event for 1.5 s; closing its connection") == 2, log
+    assert "Traceback" not in log
+
+
+def test_the_bench_measures_kws_serve_under_its_limits(store, tmp_path):
+    """trainer.bench's row: a real `kws serve`, the two chunks, then idle connections (200 here, 1,500 in the bench)."""
+    from trainer.bench import server_limits_bench
+
+    limits = server_limits_bench(MODEL, store, tmp_path, connections=200)
+    assert limits.chunk_events == "error(too-large), not-detected", limits
+    assert limits.chunk_peak_mb < 120 and limits.flood_fds < 100, limits
+    assert limits.served_s < 5, limits

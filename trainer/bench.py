@@ -12,6 +12,8 @@ What it measures, and why each the way it does:
   encoder busy every hop; a quiet stream shows what the energy gate saves. With 1 and
   10 keywords, split into frontend, encoder and the rest;
 * peak resident memory (VmHWM) of a real ``kws listen`` fed by ``KWS_FAKE_INPUT``;
+* peak resident memory of a real ``kws detect`` over long files (10 min at 48 kHz, 2 h at
+  16 kHz, written to a temporary folder): the file is streamed, so it must not grow with length;
 * end-of-word-to-event latency in *stream* time (independent of machine load): keyword
   takes in unseen voices spliced into noise where each word's end is known;
 * enrollment time for 5 takes;
@@ -33,6 +35,7 @@ import argparse
 import asyncio
 import datetime
 import importlib.util
+import json
 import os
 import platform
 import shlex
@@ -51,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.audio import read_wav, write_wav
+from device.audio import read_wav, resample, write_wav
 from device.detector import Detection, DetectorSettings, StreamingDetector
 from device.encoder import Encoder
 from device.enroll import EnrollmentError
@@ -70,6 +73,7 @@ CHUNK_SECONDS = 0.1
 # Targets from the issue; reported as met / not met, never asserted.
 CPU_SHARE_TARGET = 0.03  # of one core, at a 100 ms hop
 MEMORY_TARGET_MB = 80.0  # peak resident memory of `kws listen`
+DETECT_MEMORY_TARGET_MB = 150.0  # peak resident memory of `kws detect`, whatever the file's length
 LATENCY_TARGET_S = 0.300  # median end of word -> event
 
 KEYWORD = "hey toaster"
@@ -131,6 +135,7 @@ class Profile:
     word_count: int = 40
     enroll_runs: int = 5
     server_seconds: float = 15.0  # the wav each Wyoming client streams, at real time
+    detect_files: tuple[tuple[float, int], ...] = ((600.0, 48000), (7200.0, 16000))  # (seconds, rate) for kws detect
 
 
 FULL = Profile()
@@ -142,6 +147,7 @@ QUICK = Profile(
     word_count=10,
     enroll_runs=2,
     server_seconds=7.0,
+    detect_files=((60.0, 48000), (600.0, 16000)),
 )
 
 
@@ -656,6 +662,80 @@ def listen_memory(model: Path, store: Path, wav: Path, seconds: float, speed: fl
     return Memory(status["VmHWM"], status["VmRSS"], import_floor_mb(), events, label, code)
 
 
+# -- kws detect peak memory over long files -----------------------------------------------------------
+
+
+@dataclass
+class DetectMemory:
+    """Peak RSS of one ``kws detect`` run over a long file."""
+
+    seconds: float  # of audio
+    rate: int
+    file_mb: float
+    peak_mb: float
+    events: int
+    wall_s: float
+    exit_code: int
+
+    @property
+    def label(self) -> str:
+        length = f"{self.seconds / 3600:g} h" if self.seconds >= 3600 else f"{self.seconds / 60:g} min"
+        return f"peak RSS, kws detect, {length} {self.rate / 1000:g} kHz"
+
+
+def write_long_wav(path: Path, minute: np.ndarray, rate: int, seconds: float) -> None:
+    """``seconds`` of 16-bit audio at ``rate``: ``minute`` (16 kHz) resampled once and repeated, written block by
+    block so the bench itself never holds hours of audio."""
+    import soundfile
+
+    block = resample(minute, RATE, rate)
+    with soundfile.SoundFile(path, "w", rate, 1, "PCM_16") as handle:
+        left = int(seconds * rate)
+        while left > 0:
+            handle.write(block[:left])
+            left -= min(left, len(block))
+
+
+# Runs the command given as its arguments and reports that child's peak RSS (kB) as its last stderr line.
+# Why a small Python in between: an exec'd child inherits its parent's high-water mark (Linux keeps it
+# across exec, and subprocess forks with vfork), so ru_maxrss of a direct child of the bench (hundreds
+# of MB of audio and models) would report the bench's memory, not the command's.
+PEAK_RSS_WRAPPER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def detect_memory(model: Path, store: Path, wav: Path, seconds: float, rate: int, scratch: Path) -> DetectMemory:
+    """Run the real ``kws detect --json`` on ``wav`` and measure its peak RSS (ru_maxrss, via PEAK_RSS_WRAPPER)."""
+    command = [sys.executable, "-m", "device.cli", "--store", str(store), "--model", str(model), "detect", str(wav)]
+    env = dict(os.environ, KWS_CONFIG=str(scratch / "no-config.toml"))
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, *command, "--json"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"kws detect {wav.name} exited {done.returncode}:\n{done.stderr[-2000:]}")
+    peak = int(done.stderr.split()[-1]) / 1024.0  # Linux reports kB
+    events = sum(1 for line in done.stdout.splitlines() if line.lstrip().startswith("{"))
+    return DetectMemory(seconds, rate, wav.stat().st_size / 2**20, peak, events, wall, done.returncode)
+
+
+def detect_memory_section(s: Setup, profile: Profile) -> list[DetectMemory]:
+    """``kws detect`` over each long file of the profile: a minute with two keyword takes in room noise, repeated."""
+    minute, _ = word_stream(s.takes[:2], s.noise.room(60.0, -40.0), s.rng)
+    results = []
+    for seconds, rate in profile.detect_files:
+        wav = s.scratch / f"detect-{seconds:.0f}s-{rate}.wav"
+        write_long_wav(wav, minute[: 60 * RATE], rate, seconds)
+        results.append(detect_memory(s.model, s.scratch / "store1", wav, seconds, rate, s.scratch))
+        wav.unlink()
+    return results
+
+
 # -- Wyoming server: added latency and memory with concurrent clients ---------------------------------
 
 SERVER_CLIENTS = 4
@@ -781,6 +861,123 @@ def server_bench(
         detections=sum(n for _, _, n in results),
         stream_seconds=len(audio) / RATE,
     )
+
+
+# -- Wyoming server limits: the largest chunk it takes, one it refuses, a flood of idle connections ------
+
+IDLE_CONNECTIONS = 1500
+OVERSIZED_CHUNK_BYTES = 64 << 20
+
+
+@dataclass
+class ServerLimits:
+    """``kws serve`` under one client's largest accepted and an oversized chunk, then under idle connections."""
+
+    idle_mb: float = float("nan")  # VmHWM once started, before any client
+    chunk_peak_mb: float = float("nan")  # VmHWM after the chunks
+    chunk_events: str = ""  # what the chunk client got back, e.g. "error(too-large), not-detected"
+    flood_rss_mb: float = float("nan")  # VmRSS with the idle connections open
+    flood_peak_mb: float = float("nan")
+    flood_fds: int = 0  # the server's open file descriptors then
+    served_s: float = float("nan")  # a real client's describe -> info, during the flood
+    skipped: str = ""
+
+
+async def _largest_and_oversized_chunks(port: int) -> list[str]:
+    """An oversized chunk (sent in full), then the largest accepted one of the costliest format; the events back."""
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.event import async_read_event, async_write_event
+
+    from device.wyoming_server import MAX_PAYLOAD_BYTES
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await async_write_event(AudioStart(rate=RATE, width=2, channels=1).event(), writer)
+    header = {"type": "audio-chunk", "data": {"rate": RATE, "width": 2, "channels": 1}}
+    writer.write((json.dumps(header | {"payload_length": OVERSIZED_CHUNK_BYTES}) + "\n").encode())
+    piece = bytes(1 << 20)
+    for _ in range(OVERSIZED_CHUNK_BYTES >> 20):
+        writer.write(piece)
+        await writer.drain()
+    # 8-bit audio at 4 kHz: the most model-rate audio (65 s) per accepted byte. Noise, so the encoder runs.
+    noise = np.random.default_rng(0).integers(96, 160, MAX_PAYLOAD_BYTES, dtype=np.uint8).tobytes()
+    await async_write_event(AudioChunk(rate=4000, width=1, channels=1, audio=noise).event(), writer)
+    await async_write_event(AudioStop().event(), writer)
+    events = []
+    while (event := await asyncio.wait_for(async_read_event(reader), 60)) is not None:
+        events.append(event.type + (f"({event.data['code']})" if event.data.get("code") else ""))
+    writer.close()
+    return events
+
+
+async def _flood_and_serve(port: int, pid: int, count: int) -> tuple[dict[str, float], int, float]:
+    """Open ``count`` idle connections, then time a real client's describe; the server's memory and fds meanwhile."""
+    from wyoming.client import AsyncTcpClient
+    from wyoming.info import Describe, Info
+
+    writers = []
+    for start in range(0, count, 100):  # in batches: bounded time, and the listen backlog is not overrun
+        opened = await asyncio.gather(
+            *(asyncio.open_connection("127.0.0.1", port) for _ in range(min(100, count - start))),
+            return_exceptions=True,
+        )
+        writers += [w for item in opened if not isinstance(item, BaseException) for w in item[1:]]
+    await asyncio.sleep(1.5)  # the held ones are now idle long enough to make room for a real client
+    began = time.perf_counter()
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Describe().event())
+        event = await asyncio.wait_for(client.read_event(), 10)
+    served = time.perf_counter() - began
+    if event is None or not Info.is_type(event.type):
+        raise RuntimeError(f"a real client was not served during the flood: {event}")
+    status = vm_status_mb(pid)
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    for writer in writers:
+        writer.close()
+    return status, fds, served
+
+
+def server_limits_bench(model: Path, store: Path, scratch: Path, connections: int = IDLE_CONNECTIONS) -> ServerLimits:
+    """A real ``kws serve`` on a free loopback port: peak memory after one client sends an oversized chunk and
+    the largest accepted one, then RSS and descriptors with ``connections`` idle connections open, and how
+    long a real client waits for ``info`` meanwhile (the server closes the idlest to make room)."""
+    import resource
+
+    if importlib.util.find_spec("wyoming") is None:
+        return ServerLimits(skipped="the `wyoming` package is not installed (`pip install wyoming`)")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 200
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            return ServerLimits(skipped=f"`ulimit -n` is {soft} (hard {hard}); {wanted} descriptors needed")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    port = _free_port()
+    log_path = scratch / "kws_serve_limits.log"
+    command = [sys.executable, "-m", "device.cli", "--store", str(store), "--model", str(model)]
+    command += ["serve", "--uri", f"tcp://127.0.0.1:{port}"]
+    env = dict(os.environ, KWS_CONFIG=str(scratch / "no-config.toml"))
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60.0
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("kws serve did not start:\n" + log_path.read_text()[-2000:])
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        idle = vm_status_mb(process.pid)["VmHWM"]
+        events = asyncio.run(_largest_and_oversized_chunks(port))
+        chunk_peak = vm_status_mb(process.pid)["VmHWM"]
+        status, fds, served = asyncio.run(_flood_and_serve(port, process.pid, connections))
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return ServerLimits(idle, chunk_peak, ", ".join(events), status["VmRSS"], status["VmHWM"], fds, served)
 
 
 # -- machine description and the BENCHMARKS.md section -------------------------------------------------
@@ -920,8 +1117,10 @@ class Results:
     memory: Memory
     keyword_counts: tuple[int, int]
     server: ServerBench = field(default_factory=ServerBench)
+    server_limits: ServerLimits = field(default_factory=ServerLimits)
     load_at_start: str = ""
     seconds: float = 0.0
+    detect: list[DetectMemory] = field(default_factory=list)
 
 
 @dataclass
@@ -1020,11 +1219,17 @@ def run(model: Path, profile: Profile) -> tuple[Results, Setup]:
         enroll = enrollment_seconds(s.one, s.takes, profile.enroll_runs)
         progress(f"peak memory of kws listen over a {profile.listen_seconds:.0f} s wav at {profile.listen_speed:g}x")
         memory = memory_section(s, profile)
+        progress(f"peak memory of kws detect over {', '.join(f'{t:.0f} s at {r} Hz' for t, r in profile.detect_files)}")
+        detect = detect_memory_section(s, profile)
         progress(f"Wyoming server, {SERVER_CLIENTS} clients streaming ~{profile.server_seconds:.0f} s at real time")
         server = server_section(s, profile)
+        progress(f"kws serve: an oversized and the largest chunk, then {IDLE_CONNECTIONS} idle connections")
+        limits = server_limits_bench(model, s.scratch / "store1", s.scratch)
     reference = combine_reference(reference_start, time_reference_op())
     counts = (len(s.one.store.keywords), len(s.ten.store.keywords))
     results = Results(encoder, reference, latency, shares, words, enroll, memory, counts, server, load)
+    results.server_limits = limits
+    results.detect = detect
     results.seconds = time.perf_counter() - started
     return results, s
 
@@ -1042,6 +1247,7 @@ def report(results: Results, s: Setup, profile: Profile, command: str) -> Report
     ]
     rows = size_rows(results) + speed_rows(results) + share_rows(results) + word_rows(results) + memory_rows(results)
     rows += server_rows(results)
+    rows += server_limit_rows(results)
     return Report(rows, header, notes(results, profile))
 
 
@@ -1125,6 +1331,14 @@ def memory_rows(r: Results) -> list[Row]:
             "",
             f"<= {MEMORY_TARGET_MB:.0f} MB: {verdict(m.peak_mb, MEMORY_TARGET_MB)}",
         )
+    ] + [
+        Row(
+            d.label,
+            f"{d.peak_mb:.1f} MB ({d.file_mb:.0f} MB file; {d.events} events; {d.wall_s:.0f} s wall)",
+            "",
+            f"<= {DETECT_MEMORY_TARGET_MB:.0f} MB: {verdict(d.peak_mb, DETECT_MEMORY_TARGET_MB)}",
+        )
+        for d in r.detect
     ]
 
 
@@ -1154,6 +1368,32 @@ def server_rows(r: Results) -> list[Row]:
     ]
 
 
+SERVER_MEMORY_TARGET_MB = 120.0  # peak RSS of `kws serve` with one client sending the largest chunk it accepts
+
+
+def server_limit_rows(r: Results) -> list[Row]:
+    v = r.server_limits
+    chunk, flood = "kws serve peak RSS, largest accepted chunk", f"kws serve, {IDLE_CONNECTIONS} idle connections"
+    if v.skipped:
+        return [Row(chunk, f"skipped: {v.skipped}", "", "—"), Row(flood, f"skipped: {v.skipped}", "", "—")]
+    return [
+        Row(
+            chunk,
+            f"{v.chunk_peak_mb:.1f} MB (started {v.idle_mb:.1f} MB; a {OVERSIZED_CHUNK_BYTES >> 20} MiB chunk, then "
+            f"256 KiB of 8-bit 4 kHz audio = 65 s at 16 kHz; got {v.chunk_events})",
+            "",
+            f"<= {SERVER_MEMORY_TARGET_MB:.0f} MB: {verdict(v.chunk_peak_mb, SERVER_MEMORY_TARGET_MB)}",
+        ),
+        Row(
+            flood,
+            f"RSS {v.flood_rss_mb:.1f} MB (peak {v.flood_peak_mb:.1f} MB), {v.flood_fds} open descriptors; "
+            f"a real client's describe answered in {ms(v.served_s)}",
+            "",
+            "—",
+        ),
+    ]
+
+
 def notes(r: Results, profile: Profile) -> list[str]:
     ref = r.reference
     return [
@@ -1172,6 +1412,9 @@ def notes(r: Results, profile: Profile) -> list[str]:
         "audio-stop -> final event = to `not-detected`, or to the connection closing after a detection (the server "
         "first runs a window of silence through the detector). Peak RSS = the server's VmHWM after all clients "
         "finished.",
+        "kws detect: the real command (`python -m device.cli detect FILE --json`) on 16-bit mono wavs written to a "
+        "temporary folder (a minute with two keyword takes in room noise, repeated); peak RSS = that process's "
+        "ru_maxrss (reported by a small Python that runs it, so the bench's own memory is not counted).",
         f"Bench wall time: {r.seconds:.0f} s.",
     ]
 
