@@ -170,3 +170,27 @@ def test_quick_bench_runs_end_to_end_and_writes_a_section(tmp_path):
     section = target.read_text()
     assert "## Speed, memory and latency" in section
     assert "--quick" in section and "- machine:" in section
+
+
+@pytest.mark.skipif(not MODEL.is_file(), reason=f"{MODEL} absent (export a model: `make export`)")
+def test_detect_memory_measures_the_command_not_the_bench(tmp_path):
+    import json
+
+    import soundfile
+
+    from device.store import Keyword, KeywordStore
+
+    manifest = json.loads(MODEL.with_suffix(".json").read_text())
+    vector = np.zeros(manifest["embedding_size"])
+    vector[0] = 1.0
+    keyword = Keyword(name="x", prototypes=[vector.tolist()], threshold=0.9, encoder_sha256=manifest["sha256"], takes=3)
+    KeywordStore(tmp_path / "store").put(keyword)
+    wav = tmp_path / "long.wav"
+    minute = (0.01 * np.random.default_rng(0).standard_normal(60 * 16000)).astype(np.float32)
+    bench.write_long_wav(wav, minute, 48000, 90.0)
+    assert soundfile.info(str(wav)).frames == 90 * 48000
+    ballast = np.ones(256 * 2**20 // 8)  # 256 MB resident here: a child exec'd from this process inherits it
+    result = bench.detect_memory(MODEL, tmp_path / "store", wav, 90.0, 48000, tmp_path)
+    assert ballast.sum() > 0
+    assert result.label == "peak RSS, kws detect, 1.5 min 48 kHz"
+    assert 20 < result.peak_mb < 150, result
