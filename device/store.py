@@ -39,7 +39,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 
@@ -366,6 +366,7 @@ class KeywordStore:
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         with self._lock():
+            self._refresh()
             before, made, stored = self.version, [], []
             try:
                 for keyword, write_takes in entries:
@@ -393,9 +394,11 @@ class KeywordStore:
         The backup is brought up to the new version too: a backup still holding the keyword
         would keep the recordings of a word the user removed, and bring it back on a fallback.
         """
-        if name not in self.keywords:
-            raise StoreError(f"no keyword named {name!r} in {self.folder} (have: {', '.join(self.names) or 'none'})")
-        with self._lock():
+        with self._lock() if self.folder.is_dir() else nullcontext():
+            self._refresh()
+            if name not in self.keywords:
+                have = ", ".join(self.names) or "none"
+                raise StoreError(f"no keyword named {name!r} in {self.folder} (have: {have})")
             self._commit({n: k for n, k in self.keywords.items() if n != name}, also_backup=True)
             self._clean_up()
 
@@ -405,6 +408,22 @@ class KeywordStore:
         with self._lock():
             self._commit(dict(self.keywords))
             self._clean_up()
+
+    def _refresh(self) -> None:
+        """Adopt a version another process committed since this one was loaded (lock held).
+
+        Why: a change applied to an out-of-date copy would silently drop the other process's
+        keywords (two ``kws enroll`` at once). A current file that cannot be read changes nothing.
+        """
+        try:
+            current = _read(self.path)
+        except _DAMAGE:
+            return
+        if current.number != self.version:
+            log.info(
+                "keyword store %s changed on disk (version %d): applying the change to it", self.path, current.number
+            )
+            self.version, self.keywords = current.number, current.keywords
 
     def _write_synced(self, name: str, data: bytes) -> Path:
         path = self.folder / name

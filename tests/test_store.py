@@ -187,6 +187,14 @@ def test_a_failing_takes_writer_changes_nothing(tmp_path):
     assert KeywordStore(tmp_path).names == ["kept"] and take_folders(tmp_path) == set()
 
 
+def test_two_writers_at_once_keep_each_others_keywords(tmp_path):
+    first, second = KeywordStore(tmp_path), KeywordStore(tmp_path)  # e.g. two `kws enroll` at once
+    first.put(_keyword("one"))
+    second.put(_keyword("two"))
+    first.remove("two")
+    assert KeywordStore(tmp_path).names == ["one"]
+
+
 # -- the backup stays good -----------------------------------------------------------------------------------
 
 
