@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,23 +91,23 @@ def child(store_dir: Path, takes_dir: Path, model: Path, seed: int) -> None:
         if operation == "add" and now[name] + len(MORE_VOICES) > MAX_TAKES:
             operation = "enroll"
         if operation == "enroll":
-            report("begin", now | {name: len(VOICES)})
+            report(f"begin:{operation}", now | {name: len(VOICES)})
             spotter.enroll(name, takes[name][: len(VOICES)])
         elif operation == "add":
-            report("begin", now | {name: now[name] + len(MORE_VOICES)})
+            report(f"begin:{operation}", now | {name: now[name] + len(MORE_VOICES)})
             spotter.enroll(name, takes[name][len(VOICES) :], add=True)
         elif operation == "remove":
-            report("begin", {n: t for n, t in now.items() if n != name})
+            report(f"begin:{operation}", {n: t for n, t in now.items() if n != name})
             spotter.remove(name)
         elif operation == "age":  # as a model change leaves them: another encoder's, of another size
-            report("begin", now)
+            report(f"begin:{operation}", now)
             aged = [
                 replace(k, encoder_sha256=OTHER_ENCODER, prototypes=[p[::2] for p in k.prototypes], stats={})
                 for k in spotter.store.keywords.values()
             ]
             spotter.store.put_many([(k, None) for k in aged])
         else:
-            report("begin", now)
+            report(f"begin:{operation}", now)
             with open("/dev/null", "w") as quiet:
                 status = main(["--store", str(store_dir), "--model", str(model), "reembed"], out=quiet)
             if status != 0:
@@ -124,7 +124,7 @@ class Tally:
     """What the kills did to the store."""
 
     kills: int = 0
-    mid_change: int = 0  # kills that landed between a change's begin and done
+    during: dict[str, int] = field(default_factory=dict)  # kills that landed in each kind of change
     corrupt_loads: int = 0  # the store did not load, or loaded only from the backup
     lost_keywords: int = 0  # keywords that no interrupted change can explain the absence of
     lost_takes: int = 0  # keywords whose take folder is missing or holds another number of takes
@@ -134,7 +134,8 @@ class Tally:
 
     def line(self) -> str:
         return (
-            f"crash test: {self.kills} kills ({self.mid_change} mid-change), {self.corrupt_loads} corrupt loads, "
+            f"crash test: {self.kills} kills (during {', '.join(f'{k} {n}' for k, n in sorted(self.during.items()))}), "
+            f"{self.corrupt_loads} corrupt loads, "
             f"{self.lost_keywords} lost keywords, {self.lost_takes} lost takes, "
             f"{self.neither_state} states neither old nor new, {self.orphans_left} orphans after reopen "
             f"({self.orphans_cleaned} cleaned)"
@@ -214,14 +215,14 @@ def run(kills: int, work: Path, model: Path = MODEL, seed: int = 0, max_delay: f
         lines = [first, *(line.split(" ", 1) for line in process.stdout.read().splitlines())]
         process.wait()
         process.stdout.close()
-        before, after = json.loads(first[1]), None
+        before, after, operation = json.loads(first[1]), None, "startup"
         for kind, names in lines:
-            if kind == "begin":
-                after = json.loads(names)
+            if kind.startswith("begin:"):
+                after, operation = json.loads(names), kind.split(":", 1)[1]
             elif kind == "done":
-                before, after = json.loads(names), None
+                before, after, operation = json.loads(names), None, "between changes"
         tally.kills += 1
-        tally.mid_change += after is not None
+        tally.during[operation] = tally.during.get(operation, 0) + 1
         check(store_dir, before, after, tally)
     return tally
 
