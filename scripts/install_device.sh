@@ -51,7 +51,7 @@ say "installing the device extra into $VENV ($("$PY" --version), $(uname -m))"
 if ! "$PY" -m pip install --quiet -e "${REPO}[device]"; then
     # 32-bit userland (armv7l, also under a 64-bit kernel): ai-edge-litert has no wheel; step 3 adds tflite-runtime.
     say "the device extra did not install as a whole (no ai-edge-litert wheel here?); installing it without LiteRT"
-    "$PY" -m pip install --quiet -e "$REPO" 'sounddevice>=0.4.6' 'platformdirs>=3'
+    "$PY" -m pip install --quiet -e "$REPO" 'sounddevice>=0.4.6' 'soundfile>=0.12' 'soxr>=0.5' 'platformdirs>=3'
 fi
 
 # -- 3. the TFLite interpreter, and no TensorFlow --------------------------------------------------------
