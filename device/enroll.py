@@ -25,7 +25,7 @@ from device.encoder import Encoder
 from device.manifest import ModelError, sha256_of
 from device.noise import coloured_noise
 from device.store import Keyword
-from device.vad import frame_energy_db, speech_bounds
+from device.vad import frame_energy_db, remove_dc, speech_bounds
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +123,18 @@ class Take:
 
 
 def check_take(samples: np.ndarray, label: str, max_seconds: float, rate: int = 16000) -> np.ndarray:
-    """Return the speech part of a take, or raise :class:`EnrollmentError` with the reason."""
-    samples = np.asarray(samples, dtype=np.float32)
+    """Return the speech part of a take (DC removed), or raise :class:`EnrollmentError` with the reason."""
+    recorded = np.asarray(samples, dtype=np.float32)
+    samples = remove_dc(recorded)
     energy = frame_energy_db(samples, rate)
     if len(energy) == 0 or energy.max() < SILENT_DB:
         loudest = energy.max() if len(energy) else -120.0
         raise EnrollmentError(f"{label}: silent (loudest part {loudest:.0f} dBFS); speak closer to the microphone")
-    bounds = speech_bounds(samples, rate)
+    bounds = speech_bounds(samples, rate, floor_aware=True)
     if bounds is None:
         raise EnrollmentError(f"{label}: no speech found")
     speech = samples[bounds[0] : bounds[1]]
-    clipped = float(np.mean(np.abs(speech) >= 0.99))
+    clipped = float(np.mean(np.abs(recorded[bounds[0] : bounds[1]]) >= 0.99))  # full scale as recorded, DC and all
     if clipped > CLIPPED_FRACTION:
         raise EnrollmentError(
             f"{label}: clipped ({100 * clipped:.1f}% of samples at full scale); speak softer or lower the input gain"
