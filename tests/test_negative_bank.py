@@ -10,7 +10,9 @@ import pytest
 from device.encoder import Encoder
 from device.enroll import load_negatives
 from device.manifest import load_manifest, sha256_of
-from trainer.negatives import bank_summary, word_runs
+from trainer.evaluation.data import shared_data
+from trainer.negatives import bank_summary, talk_windows, with_talk, word_runs
+from trainer.real_speech import TalkFile, TalkLeakageError, talk_files
 
 SHIPPED = Path(__file__).resolve().parents[1] / "firmware_models" / "encoder.tflite"
 
@@ -63,3 +65,32 @@ def test_replacing_the_bank_keeps_the_model_and_its_enrolled_keywords_valid(tmp_
     loaded = load_negatives(Encoder(model))
     np.testing.assert_allclose(loaded, bank, atol=1e-3)  # float16 on disk
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_the_talk_part_of_the_bank_is_replaced_not_stacked():
+    base = np.ones((5, 4), np.float16)
+    first, summary = with_talk(base, {"windows": 5}, np.zeros((3, 4)), ["voxlingua107_dev/en/a.opus"])
+    assert len(first) == 8 and summary["talk_windows"] == 3 and summary["windows"] == 8
+    second, summary = with_talk(first, summary, np.full((2, 4), 2.0), ["voxlingua107_dev/fr/b.opus"])
+    assert len(second) == 7 and summary["talk_files"] == ["voxlingua107_dev/fr/b.opus"]
+    assert np.array_equal(second[:5], base) and np.all(second[5:] == 2.0)
+
+
+def test_evaluation_talk_never_enters_the_bank(tmp_path):
+    evaluation_file = TalkFile(tmp_path / "ja.opus", "voxlingua107_dev/ja/x.opus", "voxlingua107_dev", "ja", 3.0)
+    with pytest.raises(TalkLeakageError, match="ja/x.opus"):
+        talk_windows(Encoder(SHIPPED), [evaluation_file], 0.1, seed=0)
+
+
+TALK = shared_data("real_speech")
+
+
+@pytest.mark.skipif(not (TALK / "manifest.csv").is_file(), reason=f"real-speech corpus not found at {TALK}")
+def test_talk_windows_are_the_detectors_windows_of_real_talk():
+    encoder = Encoder(SHIPPED)
+    talk = talk_files(TALK, "train")[0]
+    bank = talk_windows(encoder, [talk], 0.1, seed=0)
+    expected = int((talk.seconds - encoder.window_samples / 16000) / 0.1) + 1
+    assert abs(len(bank) - expected) <= 2
+    assert bank.dtype == np.float16
+    assert np.allclose(np.linalg.norm(bank.astype(np.float32), axis=1), 1.0, atol=0.02)

@@ -7,12 +7,17 @@ Examples::
     kws-train all    --config configs/quick.toml   --run runs/quick   --out build/quick/encoder.tflite
     kws-train export --random-weights --run runs/default --out build/baselines/random/encoder.tflite
     kws-train bank   --config configs/default.toml --out firmware_models/encoder.tflite
+    kws-train talk-bank --out firmware_models/encoder.tflite
 
 ``train`` resumes automatically from the run folder's checkpoint. ``export``
 quantises the best validation weights to int8, checks them against the float
 model and writes the ``.tflite`` and its manifest (and a model card next to it).
 ``bank`` rebuilds only the negative bank beside an exported model (what enrollment
-calibrates thresholds against), leaving the model and its hash untouched.
+calibrates thresholds against), leaving the model and its hash untouched; it and
+``export`` end with the real-talk part, and ``talk-bank`` replaces only that part:
+every window (0.1 s apart, the detector's hop) of the training part of
+``shared/data/real_speech`` (``trainer.real_speech``; skipped with a warning where the
+corpus is absent).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ if TYPE_CHECKING:  # importing the trainer pulls in TensorFlow; `--help` should 
 
     import numpy as np
 
+    from device.manifest import ModelManifest
     from trainer.train import TrainingData
 
 
@@ -190,6 +196,8 @@ def _export(config: TrainConfig, run_dir: Path, out: Path, data: TrainingData, r
         enforce_parity=config.parity_gate and not random_weights,
         negative_words=words,
     )
+    if not random_weights:
+        manifest = _add_talk(out)
     write_model_card(out, manifest)
     logging.info("exported %s (%d bytes): %s", out, manifest.figures["model_bytes"], manifest.figures)
 
@@ -226,14 +234,44 @@ def _rebuild_bank(config: TrainConfig, model_path: Path) -> None:
     bank = build_negative_bank(encoder, speech, noise, config.negative_bank_size, config.seed, words)
     summary = bank_summary(bank, config.negative_bank_size)
     replace_negative_bank(model_path, bank, summary)
+    _add_talk(model_path)
     logging.info("negative bank of %s: %s", model_path, summary)
+
+
+TALK_HOP_SECONDS = 0.1  # the detector's hop: calibration sees every window the detector would
+
+
+def _add_talk(model_path: Path, talk_root: Path | None = None) -> ModelManifest:
+    """Replace the real-talk part of the bank beside ``model_path`` with the talk corpus's training part."""
+    import numpy as np
+
+    from device.encoder import Encoder
+    from device.enroll import load_negatives
+    from device.manifest import load_manifest
+    from trainer.evaluation.data import shared_data
+    from trainer.negatives import replace_negative_bank, talk_windows, with_talk
+    from trainer.real_speech import talk_files
+
+    root = talk_root or shared_data("real_speech")
+    if not (root / "manifest.csv").is_file():
+        logging.warning("no real-talk corpus at %s: the negative bank keeps no talk windows", root)
+        return load_manifest(model_path)
+    encoder = Encoder(model_path)
+    files = talk_files(root, "train")
+    talk = talk_windows(encoder, files, TALK_HOP_SECONDS, seed=0)
+    bank = load_negatives(encoder)
+    summary = dict(encoder.manifest.training.get("negative_bank", {"windows": len(bank)}))
+    bank, summary = with_talk(bank, summary, talk, [f.file_id for f in files])
+    logging.info("negative bank: %d real-talk windows from %d files (%.1f min)", len(talk), len(files),
+                 sum(f.seconds for f in files) / 60)  # fmt: skip
+    return replace_negative_bank(model_path, np.asarray(bank), summary)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kws-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["train", "export", "all", "bank"], help="what to do")
+    parser.add_argument("command", choices=["train", "export", "all", "bank", "talk-bank"], help="what to do")
     parser.add_argument("--config", type=Path, default=Path("configs/default.toml"), help="training config (TOML)")
     parser.add_argument("--run", type=Path, default=Path("runs/default"), help="run folder (checkpoints, logs)")
     parser.add_argument("--out", type=Path, default=Path("firmware_models/encoder.tflite"), help="exported model")
@@ -250,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     if args.command == "bank":
         _rebuild_bank(config, args.out)
+        return 0
+    if args.command == "talk-bank":
+        _add_talk(args.out)
         return 0
     if args.command == "export":
         _check_run_for_export(args.run, args.random_weights)

@@ -12,6 +12,11 @@ closer to a keyword's prototype than any stretch of running speech does, so the
 threshold is set from the bank's closest windows (``device.enroll``) and the bank
 needs thousands of them: TTS words only, so that no recording the evaluation
 plays can be among them.
+
+Real continuous talk comes last (``kws-train talk-bank``): every window of the
+training part of ``shared/data/real_speech`` (``trainer.real_speech``), since on
+hours of real talk nearly every false alarm came from some stretch of ordinary
+speech that the TTS words and read sentences did not cover.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from device.frontend import log_mel
 from device.manifest import ModelManifest, load_manifest, manifest_path_for, sha256_of
 from device.noise import coloured_noise
 from trainer.pipeline import load_audio
+from trainer.real_speech import TalkFile, assert_talk_disjoint
 from trainer.sentences import sentence_files, split_by_speaker
 
 log = logging.getLogger(__name__)
@@ -120,6 +126,28 @@ def build_negative_bank(
     for run in tqdm(words, desc="negative bank: isolated-word runs", unit="run"):
         bank += [encoder.embed_frames(w) for w in _windows(run, encoder, 0.2, rng)]
     return np.stack(bank).astype(np.float16)
+
+
+def talk_windows(encoder: Encoder, files: Sequence[TalkFile], hop_seconds: float, seed: int) -> np.ndarray:
+    """Embeddings (float16) of every window of real continuous talk, ``hop_seconds`` apart.
+
+    Why every window at the detector's own hop: a false alarm on talk is one window that
+    happens to land near a prototype, and a coarser hop would miss the very windows that
+    calibration needs to see. Only training-part files may come here (the guard runs).
+    """
+    assert_talk_disjoint([f.file_id for f in files])
+    rng = np.random.default_rng(seed)
+    bank: list[np.ndarray] = []
+    for talk in tqdm(files, desc="negative bank: real talk", unit="file"):
+        bank += [encoder.embed_frames(w) for w in _windows(load_audio(talk.path), encoder, hop_seconds, rng)]
+    return np.stack(bank).astype(np.float16)
+
+
+def with_talk(bank: np.ndarray, summary: dict, talk: np.ndarray, file_ids: Sequence[str]) -> tuple[np.ndarray, dict]:
+    """The bank with its talk part (the last ``summary['talk_windows']`` rows) replaced by ``talk``."""
+    kept = bank[: len(bank) - int(summary.get("talk_windows", 0))]
+    summary = {**summary, "windows": len(kept) + len(talk), "talk_windows": len(talk), "talk_files": list(file_ids)}
+    return np.concatenate([kept, talk.astype(np.float16)]), summary
 
 
 def bank_summary(bank: np.ndarray, sentence_and_noise_windows: int) -> dict:
