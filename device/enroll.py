@@ -24,6 +24,7 @@ import numpy as np
 from device.encoder import Encoder
 from device.manifest import ModelError, sha256_of
 from device.noise import coloured_noise
+from device.sensitivity import negative_tail
 from device.store import Keyword
 from device.vad import frame_energy_db, remove_dc, speech_bounds
 
@@ -260,6 +261,7 @@ def calibrate_threshold(takes: np.ndarray, negatives: np.ndarray | None) -> tupl
             "negative_closest": round(closest, 4),
             "take_margin_loo_min": round(positive_low - threshold, 4),
         }
+        stats |= negative_tail(negative_scores, round(threshold, 4))  # what the sensitivity dial moves along
         if positive_low < threshold:
             stats["warning"] = (
                 f"a take scores {positive_low:.3f}, under the threshold {threshold:.3f} set by the other words "

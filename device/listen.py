@@ -39,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -78,15 +78,20 @@ class ListenOptions:
     queue_seconds: float = 30.0  # audio buffered between the callback and the detector before dropping
     max_hooks: int = 4  # --on-detect commands running at once; an event beyond that skips its hook
     hook_grace_seconds: float = 2.0  # on exit: SIGTERM to running hooks, SIGKILL after this long
+    debug: bool = False  # print live scores that come within DEBUG_MARGIN of their threshold to stderr
 
 
-def describe_keywords(keywords: list, offset: float = 0.0) -> str:
+# `kws listen --debug` prints a hop's score when it is at least its threshold minus this: near misses, not the floor.
+DEBUG_MARGIN = 0.2
+
+
+def describe_keywords(keywords: list, thresholds: Sequence[float]) -> str:
+    """Each keyword with the threshold this run uses (its sensitivity applied) and its prototype count."""
     if not keywords:
         return "none"
     return ", ".join(
-        f"{k.name!r} (threshold {k.threshold + offset:.3f}, {len(k.prototypes)} prototype"
-        f"{'' if len(k.prototypes) == 1 else 's'})"
-        for k in keywords
+        f"{k.name!r} (threshold {t:.3f}, {len(k.prototypes)} prototype{'' if len(k.prototypes) == 1 else 's'})"
+        for k, t in zip(keywords, thresholds, strict=True)
     )
 
 
@@ -114,7 +119,7 @@ class Listener:
         self._dropped_reported = 0
         self._last_audio = 0.0
         self._rate = rate
-        self.detector = spotter.new_stream()
+        self.detector = spotter.new_stream(on_hop=self._debug_hop if self.options.debug else None)
         self._time_offset = 0.0  # stream time before the last reconnect, so event times keep increasing
         self._store_version = store_version(spotter.store.folder)
         self._children: list[subprocess.Popen] = []
@@ -164,11 +169,10 @@ class Listener:
             m.embedding_size,
             encoder.runtime,
         )
-        settings = self.spotter.settings
         log.info(
             "store %s: keywords %s",
             self.spotter.store.folder,
-            describe_keywords(self.detector.keywords, settings.threshold_offset),
+            describe_keywords(self.detector.keywords, self.detector.thresholds),
         )
         if not self.detector.keywords:
             log.warning("no keywords enrolled yet: enroll one with `kws enroll NAME`; it is picked up without restart")
@@ -296,10 +300,22 @@ class Listener:
         self.detector.set_keywords(keywords)
         log.info(
             "keyword store changed: keywords %s",
-            describe_keywords(keywords, self.spotter.settings.threshold_offset),
+            describe_keywords(keywords, self.detector.thresholds),
         )
 
     # -- events ----------------------------------------------------------------------------------
+
+    def _debug_hop(self, now: float, scores: np.ndarray, thresholds: np.ndarray) -> None:
+        """``--debug``: one stderr line per keyword scoring within ``DEBUG_MARGIN`` of its threshold this hop."""
+        for keyword, score, threshold in zip(self.detector.keywords, scores, thresholds, strict=True):
+            if score >= threshold - DEBUG_MARGIN:
+                mark = "  PASS" if score >= threshold else ""
+                print(
+                    f"debug  t={self._time_offset + now:.2f} s  {keyword.name!r}  score {score:.3f}  "
+                    f"threshold {threshold:.3f}{mark}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def _emit(self, detection: Detection) -> None:
         event = {

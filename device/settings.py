@@ -15,7 +15,7 @@ Example ``config.toml``::
     smoothing_hops = 2
     refractory_seconds = 1.5
     gate_db = -62.0
-    threshold_offset = 0.0
+    sensitivity = 0.5          # 0..1 for keywords without their own (`kws set NAME --sensitivity S`)
     [listen]
     device = "default"
     on_detect = "aplay /usr/share/sounds/alsa/Front_Center.wav"
@@ -23,17 +23,21 @@ Example ``config.toml``::
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from device.detector import DetectorSettings
+from device.sensitivity import DEFAULT_SENSITIVITY, FALLBACK_SHIFT_PER_TENTH
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 on older Pi images
     import tomli as tomllib
+
+log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,6 +67,34 @@ class Settings:
     listen: dict = field(default_factory=dict)
 
 
+def _sensitivity_from_offset(detector: dict, config_path: Path) -> dict:
+    """The [detector] table with the retired ``threshold_offset`` turned into the ``sensitivity`` it meant.
+
+    Why a mapping and not an error: old config files keep loading. The offset was one cosine
+    shift for every keyword; sensitivity moves each keyword along its own negative scores, so
+    the mapping uses the fixed shift per 0.1 that keywords without calibration stats get.
+    """
+    detector = dict(detector)
+    offset = detector.pop("threshold_offset")
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)):
+        raise SystemExit(f"config file {config_path}: [detector] threshold_offset is {offset!r}, not a number")
+    if "sensitivity" in detector:
+        log.warning(
+            "config file %s: [detector] threshold_offset is retired and ignored: sensitivity is set", config_path
+        )
+        return detector
+    value = float(min(1.0, max(0.0, DEFAULT_SENSITIVITY - offset / (10 * FALLBACK_SHIFT_PER_TENTH))))
+    log.warning(
+        "config file %s: [detector] threshold_offset is retired; read %g as sensitivity = %.2f "
+        "(0..1, 0.5 = as calibrated, higher = more sensitive): write that instead",
+        config_path,
+        offset,
+        value,
+    )
+    detector["sensitivity"] = round(value, 2)
+    return detector
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """Defaults, overridden by the config file when it exists (an explicit path must exist)."""
     settings = Settings()
@@ -76,8 +108,11 @@ def load_settings(path: Path | None = None) -> Settings:
         raise SystemExit(f"config file {config_path} not found") from error
     except tomllib.TOMLDecodeError as error:
         raise SystemExit(f"config file {config_path} is not valid TOML: {error}") from error
-    known_detector = {f.name for f in fields(DetectorSettings)}
-    unknown = set(raw.get("detector", {})) - known_detector
+    detector = dict(raw.get("detector", {}))
+    if "threshold_offset" in detector:
+        detector = _sensitivity_from_offset(detector, config_path)
+    known_detector = {f.name for f in fields(DetectorSettings)} - {"sensitivity_override"}  # a per-run option
+    unknown = set(detector) - known_detector
     unknown |= set(raw) - {"store", "model", "keep_takes", "detector", "listen"}
     if unknown:
         raise SystemExit(f"config file {config_path}: unknown settings {', '.join(sorted(unknown))}")
@@ -86,6 +121,9 @@ def load_settings(path: Path | None = None) -> Settings:
     if "model" in raw:
         settings.model = Path(raw["model"]).expanduser()
     settings.keep_takes = bool(raw.get("keep_takes", settings.keep_takes))
-    settings.detector = DetectorSettings(**raw.get("detector", {}))
+    try:
+        settings.detector = DetectorSettings(**detector)
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"config file {config_path}: [detector] {error}") from error
     settings.listen = dict(raw.get("listen", {}))
     return settings

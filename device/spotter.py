@@ -3,7 +3,7 @@
     from device import Spotter
     spotter = Spotter(store_dir="~/.local/share/kws")
     spotter.enroll("hey toaster", ["take1.wav", "take2.wav", "take3.wav"])
-    for event in spotter.process(chunk):          # float32 mono chunks at 16 kHz
+    for event in spotter.process(chunk):          # mono 16 kHz: float32/float64, int16 or 16-bit PCM bytes
         print(event.keyword, event.time_s, event.score)
 
 One encoder serves every keyword and every stream (``new_stream`` gives an
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from device.audio import read_wav, stream_audio
-from device.detector import Detection, DetectorSettings, StreamingDetector
+from device.detector import Detection, DetectorSettings, HopListener, StreamingDetector
 from device.encoder import Encoder
 from device.enroll import (
     EnrollmentError,
@@ -64,9 +64,12 @@ class Spotter:
             self._negatives = load_negatives(self.encoder)
         return self._negatives
 
-    def new_stream(self, names: list[str] | None = None) -> StreamingDetector:
-        """An independent detector over the store's keywords (or only ``names``) that this encoder made."""
-        return StreamingDetector(self.encoder, self._scorable(names), self.settings)
+    def new_stream(self, names: list[str] | None = None, on_hop: HopListener | None = None) -> StreamingDetector:
+        """An independent detector over the store's keywords (or only ``names``) that this encoder made.
+
+        ``on_hop`` sees every hop's scores and thresholds (see :class:`~device.detector.StreamingDetector`).
+        """
+        return StreamingDetector(self.encoder, self._scorable(names), self.settings, on_hop)
 
     def enroll(self, name: str, takes: list, add: bool = False, keep_takes: bool = True) -> Keyword:
         """Enroll (or with ``add``, extend) a keyword from wav paths or float arrays at 16 kHz.
@@ -138,18 +141,25 @@ class Spotter:
             if k.encoder_sha256 == self.encoder.sha256 and (names is None or k.name in names)
         ]
 
-    def process(self, samples: np.ndarray) -> list[Detection]:
-        """Feed the default stream (mono float32 at ``sample_rate``); return detections."""
+    def process(self, samples: np.ndarray | bytes | bytearray | memoryview) -> list[Detection]:
+        """Feed the default stream; return detections.
+
+        Mono at ``sample_rate``: float32/float64 in [-1, 1], int16 (scaled by 1/32768) or 16-bit
+        little-endian PCM bytes, as openWakeWord's ``predict`` takes; anything else (2-D, int32,
+        an odd byte count) is refused with a message saying what was given.
+        """
         return self._stream.process(samples)
 
-    def detect_file(self, path: str | Path, chunk_seconds: float = 0.1) -> list[Detection]:
+    def detect_file(
+        self, path: str | Path, chunk_seconds: float = 0.1, on_hop: HopListener | None = None
+    ) -> list[Detection]:
         """Run a fresh stream over a recording in ``chunk_seconds`` chunks, as if it were live.
 
         The file is read and resampled block by block (:func:`~device.audio.stream_audio`), so memory
-        does not grow with its length. The detector still gets chunks of exactly ``chunk_seconds`` from
-        the start of the file (its runs fall at chunk ends), whatever sizes the blocks come in.
+        does not grow with its length. The chunk size does not change the result (the detector's runs
+        sit at fixed stream positions), so this predicts what a live stream or the server reports.
         """
-        stream = self.new_stream()
+        stream = self.new_stream(on_hop=on_hop)
         chunk = max(1, int(chunk_seconds * self.sample_rate))
         events: list[Detection] = []
         pending = np.zeros(0, np.float32)

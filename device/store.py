@@ -45,6 +45,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from device.sensitivity import check_sensitivity
+
 log = logging.getLogger(__name__)
 
 STORE_FORMAT = 1
@@ -77,6 +79,8 @@ class Keyword:
     takes: int
     stats: dict = field(default_factory=dict)
     takes_dir: str | None = None  # relative to the store, when takes are kept
+    # 0..1, set by `kws set NAME --sensitivity S` (None: the config's default; see device.sensitivity)
+    sensitivity: float | None = None
 
     def prototype_matrix(self) -> np.ndarray:
         return np.asarray(self.prototypes, dtype=np.float32)
@@ -154,12 +158,28 @@ def _keyword(record: object) -> Keyword:
                 f"{label}: {len(embeddings)} take embeddings of size {len(embeddings[0])} "
                 f"for {takes} takes and prototypes of size {len(prototypes[0])}"
             )
+    if "negative_tail" in stats:  # what the sensitivity dial maps through: [rank, score], ranks increasing
+        tail = stats["negative_tail"]
+        if (
+            not isinstance(tail, list)
+            or not all(isinstance(p, list) and len(p) == 2 and type(p[0]) is int and p[0] >= 1 for p in tail)
+            or any(a[0] >= b[0] for a, b in zip(tail, tail[1:], strict=False))
+        ):
+            raise ValueError(f"{label}: stats.negative_tail {tail!r:.60} is not a list of [rank, score] by rank")
+        for _, value in tail:
+            _number(value, f"{label}: stats.negative_tail score")
+    above = stats.get("negative_above_threshold", 0)
+    if type(above) is not int or above < 0:
+        raise ValueError(f"{label}: stats.negative_above_threshold is {above!r}, not a whole number")
+    sensitivity = record.get("sensitivity")
+    if sensitivity is not None:
+        sensitivity = check_sensitivity(sensitivity, f"{label}: sensitivity")
     takes_dir = record.get("takes_dir")
     if takes_dir is not None:
         parts = PurePosixPath(takes_dir).parts if isinstance(takes_dir, str) else ()
         if len(parts) != 2 or parts[0] != TAKES_FOLDER or parts[1] in (".", "..") or "\\" in takes_dir:
             raise ValueError(f"{label}: takes_dir {takes_dir!r:.70} is not a folder under {TAKES_FOLDER}/")
-    return Keyword(name, prototypes, threshold, sha, takes, stats, takes_dir)
+    return Keyword(name, prototypes, threshold, sha, takes, stats, takes_dir, sensitivity)
 
 
 def _parse(raw: bytes) -> _Version:
@@ -387,6 +407,22 @@ class KeywordStore:
                         shutil.rmtree(folder, ignore_errors=True)
             self._clean_up()
         return stored
+
+    def set_sensitivity(self, name: str, sensitivity: float | None) -> Keyword:
+        """Store ``sensitivity`` (0..1; None: back to the config's default) with the keyword; return it as stored.
+
+        Applied to the version on disk under the lock, like every change, so it cannot undo
+        an enrollment another process committed meanwhile.
+        """
+        with self._lock() if self.folder.is_dir() else nullcontext():
+            self._refresh()
+            if name not in self.keywords:
+                have = ", ".join(self.names) or "none"
+                raise StoreError(f"no keyword named {name!r} in {self.folder} (have: {have})")
+            keyword = replace(self.keywords[name], sensitivity=sensitivity)
+            self._commit(self.keywords | {name: keyword})
+            self._clean_up()
+        return keyword
 
     def remove(self, name: str) -> None:
         """Remove a keyword, and (once no version names them) its kept takes.

@@ -294,13 +294,15 @@ def test_replay_and_counting_on_a_synthetic_trace():
     windows = keyword_windows(_events(), "seven@s1", "seven", 20.0, tolerance=1.0)
     assert windows.negative_seconds == pytest.approx(20.0 - 3 * 1.5)
 
+    # Each fires when its score falls back under the threshold, or 3 hops (the default hold) after it passed.
     detections = replay(times, scores, 0.7, refractory=1.5)
-    np.testing.assert_allclose(detections, [2.6, 4.1, 6.2, 15.8])
+    np.testing.assert_allclose(detections, [2.9, 4.6, 6.3, 15.9])
     hits, targets, false_alarms = count(detections, windows)
-    assert (hits, targets, false_alarms) == (1, 2, 2)  # 4.1 is past 2.5 + 1.0: a false alarm
+    assert (hits, targets, false_alarms) == (1, 2, 2)  # 4.6 is past 2.5 + 1.0: a false alarm
 
     detections = replay(times, scores, 0.85, refractory=3.0)
-    np.testing.assert_allclose(detections, [2.6, 15.8])
+    np.testing.assert_allclose(detections, [2.9, 15.9])
+    np.testing.assert_allclose(replay(times, scores, 0.85, refractory=3.0, hold_hops=1), [2.7, 15.9])
     assert count(detections, windows) == (1, 2, 0)
 
     trace = Trace(times, scores[:, None], ["seven@s1"], np.array([0.5]))

@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -1176,7 +1176,8 @@ def word_section(s: Setup, encoder: Encoder, count: int) -> dict[float, WordMatc
     keywords = list(s.one.store.keywords.values())
     matches = {}
     for offset in (0.0, -0.1):
-        detector = StreamingDetector(encoder, keywords, DetectorSettings(HOP_SECONDS, threshold_offset=offset))
+        lowered = [replace(k, threshold=k.threshold + offset) for k in keywords]
+        detector = StreamingDetector(encoder, lowered, DetectorSettings(HOP_SECONDS))
         events = [(t, d.time_s) for t, d in run_stream(detector, audio) if d.keyword == KEYWORD]
         matches[offset] = match_detections(words, events)
     return matches

@@ -6,9 +6,10 @@ looped background recordings at a chosen SNR with 2-6 s gaps, keyword occurrence
 many non-keyword words. Keywords are enrolled with the real ``Spotter.enroll`` (takes
 checked, prototypes, calibrated thresholds) and the stream runs through the real
 ``StreamingDetector.process`` in 0.1 s chunks, as ``kws detect`` does. The detector runs
-permissive (a very negative ``threshold_offset``) while a subclass records every hop's
-smoothed score; because the detector's decision is a pure function of that trace
-(score >= threshold, then a refractory period), replaying it gives the detections at any
+permissive (every threshold ``PERMISSIVE_OFFSET`` lower, each keyword deciding on its own)
+while a subclass records every hop's smoothed score; because the detector's decision is a
+pure function of that trace (passing the threshold, held until the score falls back or the
+hold runs out, then a refractory period), replaying it gives the detections at any
 threshold, so one pass yields the whole FRR / false-alarm sweep. The replay is checked
 against the detections the real detector emitted during the pass.
 
@@ -26,7 +27,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -311,12 +312,13 @@ def run_detector(model_path: Path, plans: Sequence[KeywordPlan], stream: TestStr
     """Enroll in a temporary store, then feed the stream in chunks; returns (trace, enrollment report)."""
     from device.spotter import Spotter
 
-    settings = DetectorSettings(threshold_offset=PERMISSIVE_OFFSET)
+    settings = DetectorSettings(best_only=False)  # the sweep scores each keyword on its own
     with tempfile.TemporaryDirectory(prefix="kws-eval-store-") as store:
         spotter = Spotter(store_dir=store, model_path=model_path, settings=settings)
         enrollment = enroll_keywords(spotter, plans)
         keywords = list(spotter.store.keywords.values())
-        detector = TracingDetector(spotter.encoder, keywords, settings)
+        permissive = [replace(k, threshold=k.threshold + PERMISSIVE_OFFSET) for k in keywords]
+        detector = TracingDetector(spotter.encoder, permissive, settings)
     chunk = max(1, int(chunk_seconds * RATE))
     started = time.perf_counter()
     bar = tqdm(total=round(stream.seconds), desc="streaming", unit="s audio", leave=False)
@@ -342,18 +344,37 @@ def run_detector(model_path: Path, plans: Sequence[KeywordPlan], stream: TestStr
 # ---------------------------------------------------------------------------------------
 
 
-def replay(times: np.ndarray, scores: np.ndarray, threshold: float, refractory: float) -> np.ndarray:
-    """Detection times the detector produces at ``threshold``: first hop at or above it, then none for ``refractory``.
+def replay(
+    times: np.ndarray, scores: np.ndarray, threshold: float, refractory: float, hold_hops: int | None = None
+) -> np.ndarray:
+    """Hop times at which the detector fires at ``threshold`` (one keyword deciding on its own).
 
-    Same comparisons as ``StreamingDetector._evaluate`` (``score >= threshold`` and
-    ``now >= last + refractory``), done by jumping between above-threshold hops.
+    Same rule as ``StreamingDetector._decide`` with ``best_only`` off: the first hop at or
+    above the threshold (not within ``refractory`` of the last firing) starts an utterance;
+    it fires at the first later hop under the threshold, or ``hold_hops`` hops after it
+    started (default: the detector's default hold), and blocks the next ``refractory`` seconds.
     """
-    above = times[scores >= threshold]
+    if hold_hops is None:
+        defaults = DetectorSettings()
+        hold_hops = max(1, round(defaults.max_hold_seconds / defaults.hop_seconds))
+    above = scores >= threshold
+    candidates = np.nonzero(above)[0]
     out = []
+    blocked = -np.inf
     i = 0
-    while i < len(above):
-        out.append(above[i])
-        i = int(np.searchsorted(above, above[i] + refractory, side="left"))
+    while i < len(candidates):
+        start = int(candidates[i])
+        if times[start] < blocked:
+            i = int(np.searchsorted(candidates, np.searchsorted(times, blocked, side="left"), side="left"))
+            continue
+        end = start + 1
+        while end < len(times) and end - start < hold_hops and above[end]:
+            end += 1
+        if end >= len(times):  # the stream ended while held: the detector never fired
+            break
+        out.append(times[end])
+        blocked = times[end] + refractory
+        i = int(np.searchsorted(candidates, end + 1, side="left"))
     return np.array(out)
 
 
