@@ -5,6 +5,8 @@ quick start:
   kws listen --on-detect 'notify-send "$KWS_KEYWORD"'
   kws enroll "lights on" take1.wav take2.wav take3.wav
   kws detect recording.wav --json
+  kws set "lights on" --sensitivity 0.7     # more detections (and false alarms); 0.5 = as calibrated
+  kws detect recording.wav --scores         # every hop's score and threshold, to see why
 
 Keywords live in a store folder (default ~/.local/share/kws, see --store); the
 encoder model defaults to $KWS_MODEL or the shipped firmware_models/encoder.tflite.
@@ -52,6 +54,19 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 # -- help texts (description + examples, shown by `kws COMMAND --help`) -------------------------------
 
+SENSITIVITY_HELP = """\
+sensitivity (0..1, as Porcupine's): higher = more detections and more false alarms;
+0.5 is the threshold enrollment calibrated. Each 0.1 doubles (above 0.5) or halves
+(below) how many of the model's negative-bank windows (~28,000: other words, talk,
+noise) pass the keyword's threshold, so a setting costs every keyword about the same.
+Measured (scripts/sensitivity_cost.py: 8 keywords enrolled from espeak takes, 5.4 min
+of espeak talk by 5 other voices): 0.3 raises thresholds by 0.048 (median), passes
+0.19x the bank windows of 0.5 and gave 1 false alarm where 0.5 gave 12; 0.7 lowers
+them by 0.075, passes 4.4x the windows and gave 30 (0.9: 82).
+Order: --sensitivity on the command, else the keyword's own (`kws set`), else
+[detector] sensitivity in the config file, else 0.5.
+"""
+
 AUDIO_FILES = """\
 audio files: wav (8/16/24/32-bit PCM or float, WAVE_FORMAT_EXTENSIBLE), FLAC,
 Ogg Vorbis/Opus, MP3, AIFF (anything libsndfile reads); any rate, any channels
@@ -87,13 +102,30 @@ object per line: {{"keyword": str, "time_s": float, "score": float}}. Exits 0 al
 when nothing is detected. The file is read in blocks, so its length does not
 matter (hours are fine).
 
+The file gives exactly the events `kws listen` and `kws serve` would report for
+the same audio (scores do not depend on how the audio is chunked). An event
+carries the utterance's peak score; when several keywords pass on one utterance,
+only the one furthest over its threshold is reported.
+
+--scores prints every hop instead (one per keyword every 0.1 s): a header, then
+"time_s<TAB>keyword<TAB>score<TAB>threshold" rows, then the detections as
+"# detected<TAB>time_s<TAB>keyword<TAB>score" lines; with --json, JSON lines
+{{"event": "score", "time_s", "keyword", "score", "threshold"}} and
+{{"event": "detection", "time_s", "keyword", "score"}}. --plot FILE.png draws
+every keyword's score over time with its threshold and the detections (needs
+matplotlib: pip install 'fewshot-kws[plot]').
+
+{SENSITIVITY_HELP}
 {AUDIO_FILES}
 examples:
   kws detect kitchen.wav
   kws detect kitchen.wav --json | jq -r .keyword
+  kws detect kitchen.wav --sensitivity 0.7          # every keyword more sensitive, this run only
+  kws detect kitchen.wav --scores | awk '$3 > $4'   # the hops over their threshold
+  kws detect kitchen.wav --plot kitchen.png
 """
 
-LISTEN_HELP = """\
+LISTEN_HELP = f"""\
 Listen to the microphone and report keywords as they are spoken (the daemon).
 
 Events go to stdout (--json: one JSON object per line with keyword, time_s,
@@ -111,11 +143,28 @@ played in real time (KWS_FAKE_INPUT_SPEED=10 plays it 10x faster); at the end of
 the file the "device" disappears and is reopened, replaying the file
 (KWS_FAKE_INPUT_LOOP=1 loops without a gap instead).
 
+--debug prints, on stderr, every hop where a keyword scores within 0.2 of its
+threshold (time, keyword, score, threshold; PASS when over it): how close a
+missed word came, or what a false alarm scored.
+
+{SENSITIVITY_HELP}
 examples:
   kws listen
   kws listen --device 2 --json
+  kws listen --sensitivity 0.6 --debug    # a bit more sensitive, and show the near misses
   kws listen --on-detect 'mosquitto_pub -t kws -m "$KWS_KEYWORD $KWS_SCORE"'
   KWS_FAKE_INPUT=demo.wav kws listen --json
+"""
+
+SET_HELP = f"""\
+Change how an enrolled keyword is detected, without enrolling it again.
+A running `kws listen` or `kws serve` picks the change up within ~2 s.
+
+{SENSITIVITY_HELP}
+examples:
+  kws set "hey toaster" --sensitivity 0.7       # fires more readily (more false alarms)
+  kws set "hey toaster" --sensitivity 0.3       # fires less readily (more misses)
+  kws set "hey toaster" --sensitivity default   # back to the config's default
 """
 
 LIST_HELP = """\
@@ -166,7 +215,7 @@ examples:
   kws embed take1.wav take2.wav --json
 """
 
-SERVE_HELP = """\
+SERVE_HELP = f"""\
 Serve wake-word detection over the Wyoming protocol (Home Assistant, Rhasspy):
 clients stream audio, the server sends detections of the enrolled keywords.
 
@@ -177,10 +226,27 @@ with no complete event for --idle-timeout seconds is closed; at most
 idle over 1 s, or is refused). Exit status: 0 after SIGTERM/Ctrl-C, 1 when the
 model, the store or the address cannot be used, 2 for a bad --uri or limit.
 
+{SENSITIVITY_HELP}
 examples:
   kws serve
+  kws serve --sensitivity 0.6                   # every keyword a bit more sensitive
   kws serve --uri tcp://127.0.0.1:10400 --zeroconf
 """
+
+
+def sensitivity_value(text: str) -> float:
+    """argparse type for --sensitivity: a number in [0, 1] (a clear usage error otherwise)."""
+    from device.sensitivity import check_sensitivity
+
+    try:
+        return check_sensitivity(float(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number between 0 and 1 (0.5 = as calibrated)") from error
+
+
+def stored_sensitivity_value(text: str) -> float | None:
+    """argparse type for `kws set --sensitivity`: a number in [0, 1], or "default" to clear it."""
+    return None if text.strip().lower() == "default" else sensitivity_value(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,12 +279,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("detect", DETECT_HELP, "detect keywords in an audio file")
     p.add_argument("wav", metavar="WAV", type=Path, help="recording to scan (any format above)")
-    p.add_argument("--json", action="store_true", help="one JSON object per detection")
+    p.add_argument("--json", action="store_true", help="one JSON object per detection (or per score row)")
+    p.add_argument("--scores", action="store_true", help="print every hop's score and threshold per keyword")
+    p.add_argument("--plot", type=Path, metavar="PNG", help="draw scores, thresholds and detections to PNG")
+    p.add_argument("--sensitivity", type=sensitivity_value, metavar="S", help="0..1 for every keyword, this run")
 
     p = command("listen", LISTEN_HELP, "detect keywords on the microphone (daemon)")
     p.add_argument("--device", metavar="N", help="input device index or name part (see `kws devices`)")
     p.add_argument("--on-detect", metavar="CMD", help="shell command run per event ($KWS_KEYWORD, ...)")
     p.add_argument("--json", action="store_true", help="events as JSON lines")
+    p.add_argument("--sensitivity", type=sensitivity_value, metavar="S", help="0..1 for every keyword, this run")
+    p.add_argument("--debug", action="store_true", help="print live scores near their threshold to stderr")
+
+    p = command("set", SET_HELP, "change an enrolled keyword's sensitivity")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "--sensitivity",
+        dest="stored_sensitivity",
+        type=stored_sensitivity_value,
+        metavar="S",
+        required=True,
+        help="0..1 (0.5 = as calibrated, higher = more sensitive), or 'default'",
+    )
 
     p = command("list", LIST_HELP, "list enrolled keywords")
     p.add_argument("--json", action="store_true", help="one JSON object per keyword")
@@ -241,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-timeout", type=float, default=60.0, metavar="S", help="close connections idle for S seconds (60)"
     )
     p.add_argument("--max-connections", type=int, default=64, metavar="N", help="connections served at once (64)")
+    p.add_argument("--sensitivity", type=sensitivity_value, metavar="S", help="0..1 for every keyword, this run")
     return parser
 
 
@@ -327,12 +410,76 @@ def cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
     spotter = _spotter(args)
     if not spotter.store.keywords:
         raise UsageError(f"no keywords enrolled in {spotter.store.folder}; enroll one with `kws enroll NAME`")
-    for detection in spotter.detect_file(args.wav):
+    if args.plot is not None:
+        pyplot = _pyplot()  # before the file is scanned: a missing matplotlib should not cost an hour's run
+    names = [k.name for k in spotter.new_stream().keywords]
+    hops: list[tuple[float, np.ndarray, np.ndarray]] = []
+
+    def on_hop(now: float, scores: np.ndarray, thresholds: np.ndarray) -> None:
+        if args.scores:
+            for name, score, threshold in zip(names, scores, thresholds, strict=True):
+                if args.json:
+                    row = {"event": "score", "time_s": round(now, 3), "keyword": name}
+                    print(
+                        json.dumps(row | {"score": round(float(score), 4), "threshold": round(float(threshold), 4)}),
+                        file=out,
+                    )
+                else:
+                    print(f"{now:.2f}\t{name}\t{score:.4f}\t{threshold:.4f}", file=out)
+        if args.plot is not None:
+            hops.append((now, scores.copy(), thresholds.copy()))
+
+    if args.scores and not args.json:
+        print("time_s\tkeyword\tscore\tthreshold", file=out)
+    listener = on_hop if args.scores or args.plot is not None else None
+    detections = spotter.detect_file(args.wav, on_hop=listener)
+    for detection in detections:
         if args.json:
-            print(json.dumps(detection.to_dict()), file=out)
+            print(json.dumps(({"event": "detection"} if args.scores else {}) | detection.to_dict()), file=out)
         else:
-            print(f"{detection.time_s:.2f}\t{detection.keyword}\t{detection.score:.3f}", file=out)
+            prefix = "# detected\t" if args.scores else ""
+            print(f"{prefix}{detection.time_s:.2f}\t{detection.keyword}\t{detection.score:.3f}", file=out)
+    if args.plot is not None:
+        plot_scores(pyplot, args.plot, names, hops, detections, title=args.wav.name)
+        log.info("plot written to %s", args.plot)
     return 0
+
+
+def _pyplot():
+    """matplotlib's pyplot on a file-only backend, or ModuleNotFoundError saying how to install it."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            "--plot draws with matplotlib: pip install 'fewshot-kws[plot]' (or pip install matplotlib)",
+            name="matplotlib",
+        ) from error
+    matplotlib.use("Agg")  # no display needed (a Pi over ssh)
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def plot_scores(pyplot, path: Path, names: list[str], hops: list, detections: list, title: str = "") -> None:
+    """Every keyword's smoothed score over time, its threshold (dashed) and its detections (dots at the peak score)."""
+    figure, axes = pyplot.subplots(figsize=(12, 4), dpi=100)
+    times = np.array([h[0] for h in hops])
+    scores = np.array([h[1] for h in hops]).reshape(len(hops), len(names))
+    thresholds = np.array([h[2] for h in hops]).reshape(len(hops), len(names))
+    for k, name in enumerate(names):
+        (line,) = axes.plot(times, scores[:, k], linewidth=1, label=name)
+        axes.plot(times, thresholds[:, k], linestyle="--", linewidth=0.8, color=line.get_color())
+        fired = [d for d in detections if d.keyword == name]
+        if fired:
+            axes.plot([d.time_s for d in fired], [d.score for d in fired], "o", color=line.get_color())
+    axes.set_xlabel("time (s)")
+    axes.set_ylabel("score (cosine); dashed: threshold; dots: detections")
+    axes.set_title(title)
+    if names:
+        axes.legend(loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    pyplot.close(figure)
 
 
 def cmd_listen(args: argparse.Namespace, out: TextIO) -> int:
@@ -344,6 +491,7 @@ def cmd_listen(args: argparse.Namespace, out: TextIO) -> int:
         device=parse_device(args.device if args.device is not None else config.get("device")),
         on_detect=args.on_detect if args.on_detect is not None else config.get("on_detect"),
         json=args.json,
+        debug=args.debug,
     )
     return listen(args.store_dir, args.model_path, args.settings.detector, options, out)
 
@@ -388,6 +536,27 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
             f"{k.name:<{width}}  {k.takes:>5}  {k.threshold:>9.3f}  {len(k.prototypes):>10}  "
             f"{k.encoder_sha256[:12]}{stale}",
             file=out,
+        )
+    return 0
+
+
+def cmd_set(args: argparse.Namespace, out: TextIO) -> int:
+    from device.store import KeywordStore
+
+    store = KeywordStore(args.store_dir)
+    name = unicodedata.normalize("NFC", args.name.strip())  # as enrollment stored it
+    if name not in store.keywords:
+        raise UsageError(f"no keyword named {name!r} in {store.folder} (have: {', '.join(store.names) or 'none'})")
+    keyword = store.set_sensitivity(name, args.stored_sensitivity)
+    effective = args.settings.detector.sensitivity_of(keyword)
+    threshold = args.settings.detector.threshold_of(keyword)
+    source = "its own" if keyword.sensitivity is not None else "the config's default"
+    print(f"{name!r}: sensitivity {effective:g} ({source}), threshold {threshold:.3f}", file=out)
+    if "negative_tail" not in keyword.stats:
+        log.warning(
+            "%r was enrolled before calibration kept its negative-score tail: its threshold moves by a fixed "
+            "amount per 0.1; enroll it again for the exact mapping",
+            name,
         )
     return 0
 
@@ -489,13 +658,14 @@ COMMANDS = {
     "listen": cmd_listen,
     "list": cmd_list,
     "remove": cmd_remove,
+    "set": cmd_set,
     "reembed": cmd_reembed,
     "devices": cmd_devices,
     "embed": cmd_embed,
     "serve": cmd_serve,
 }
 DAEMONS = {"listen", "serve"}
-STORE_COMMANDS = {"enroll", "detect", "listen", "list", "remove", "reembed", "serve"}
+STORE_COMMANDS = {"enroll", "detect", "listen", "list", "remove", "set", "reembed", "serve"}
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -557,6 +727,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     args.store_dir = Path(getattr(args, "store", None) or settings.store).expanduser()
     args.model_path = Path(getattr(args, "model", None) or settings.model).expanduser()
     args.settings = replace(settings, store=args.store_dir, model=args.model_path)
+    if getattr(args, "sensitivity", None) is not None:  # --sensitivity on detect/listen/serve: every keyword, this run
+        args.settings = replace(
+            args.settings, detector=replace(settings.detector, sensitivity_override=args.sensitivity)
+        )
     if args.command in STORE_COMMANDS and args.store_dir.exists() and not args.store_dir.is_dir():
         # Without this a file reads as an empty store: `kws listen` would run, hearing nothing.
         _error(f"the keyword store {args.store_dir} is a file, not a folder: pass a folder to --store (or set store)")
