@@ -134,6 +134,7 @@ def test_append_benchmarks_creates_then_appends_dated_sections(tmp_path):
     assert f"- machine: {bench.cpu_model()}, {os.cpu_count()} cores" in text
     assert "- command: `python -m trainer.bench --quick`" in text
     assert "| pipeline | 1.00% of a core | 90x | met |" in text
+    assert text.count("## Latest runs") == 1 and text.index("## Latest runs") < text.index("2026-11-24 08:30")
 
 
 def test_console_table_lines_up():

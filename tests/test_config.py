@@ -40,8 +40,14 @@ def test_a_frontend_the_encoder_cannot_use_is_refused(tmp_path, table, message):
         load_config(tmp_path / "bad.toml")
 
 
+# What a user runs (configs/) and the experiments that did not ship, beside their pages (docs/experiments/):
+# both must keep loading, bases included (an experiment's base is ../../configs/default.toml).
+CONFIG_FILES = sorted([*(REPO_ROOT / "configs").rglob("*.toml"), *(REPO_ROOT / "docs/experiments").glob("*.toml")])
+
+
 def test_shipped_configs_load():
-    for path in sorted((REPO_ROOT / "configs").rglob("*.toml")):
+    assert any(path.parent.name == "experiments" for path in CONFIG_FILES)
+    for path in CONFIG_FILES:
         config = load_config(path)
         assert config.encoder.window_frames > 0, path
     row = load_config(REPO_ROOT / "configs/ablation/1_tts_only.toml")
@@ -53,7 +59,7 @@ def test_every_config_encoder_fits_the_device_budget():
     """At most 10 M multiply-accumulates per window (issue budget), checked before anyone trains for an hour."""
     from trainer.model import build_encoder, count_macs
 
-    for path in sorted((REPO_ROOT / "configs").rglob("*.toml")):
+    for path in CONFIG_FILES:
         macs = count_macs(build_encoder(load_config(path).encoder))
         assert macs <= 10_000_000, f"{path.name}: {macs} MACs per window"
 

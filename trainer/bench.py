@@ -63,6 +63,7 @@ from device.manifest import ModelError
 from device.spotter import Spotter
 from device.store import Keyword
 from device.vad import speech_bounds
+from trainer import benchmarks_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -1063,16 +1064,14 @@ def render_markdown(report: Report, when: datetime.datetime) -> str:
 BENCHMARKS_HEADER = """# Benchmarks
 
 Measured figures of the shipped encoder and the device pipeline. `make bench` (speed,
-memory, size, latency) and `make eval` (accuracy) append a dated section each; the
-newest is at the bottom. Each section names the machine and the exact command.
+memory, size, latency) and `make eval` (accuracy) append a dated section each under
+"Latest runs"; the newest is at the bottom. Each section names the machine and the exact command.
 """
 
 
 def append_benchmarks(path: Path, section: str) -> None:
-    """Append a section, creating the file with a short header first if needed."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else BENCHMARKS_HEADER
-    path.write_text(text.rstrip("\n") + "\n\n" + section)
+    """Append a section under the file's ``## Latest runs`` heading (creating the file and the heading if needed)."""
+    benchmarks_file.append_section(path, section, BENCHMARKS_HEADER)
 
 
 # -- formatting -----------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Tables (terminal and markdown), plots and the dated ``BENCHMARKS.md`` section.
 
 Figures go to the results folder as ``results.md`` + ``results.json`` + PNGs on every run;
-``BENCHMARKS.md`` only grows when asked (``--write-benchmarks``), with the date, the machine
-and the exact command, so every number there can be reproduced and dated.
+``BENCHMARKS.md`` only grows when asked (``--write-benchmarks``, under its final "Latest runs" heading),
+with the date, the machine and the exact command, so every number there can be reproduced and dated.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer import benchmarks_file
 from trainer.evaluation.streaming import FA_TARGETS, FRR_TARGETS
 
 
@@ -291,10 +292,7 @@ def update_model_card(card: Path, section: str) -> bool:
 
 
 def append_benchmarks(path: Path, section: str) -> None:
-    """Append a dated section (creating the file with a title if needed)."""
-    if not path.exists():
-        path.write_text(
-            "# Benchmarks\n\nDated measurements; newest last. Each section names its command and machine.\n"
-        )
-    with open(path, "a") as handle:
-        handle.write("\n" + section.rstrip() + "\n")
+    """Append a dated section under the file's ``## Latest runs`` heading (creating the file and heading if needed)."""
+    benchmarks_file.append_section(
+        path, section, "# Benchmarks\n\nDated measurements; newest last. Each section names its command and machine.\n"
+    )
