@@ -249,6 +249,28 @@ def stored_sensitivity_value(text: str) -> float | None:
     return None if text.strip().lower() == "default" else sensitivity_value(text)
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the package version and the encoder's id, computed only when asked for.
+
+    Why not ``action="version"``: its text is built with the parser, which would read the
+    manifest and hash the model on every command. The encoder is the default one
+    ($KWS_MODEL or the shipped model); ``kws --model M list`` shows another's id.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from device.about import NotInstalledError, version_text
+        from device.settings import default_model_path
+
+        try:
+            text = version_text(default_model_path())
+        except NotInstalledError as error:
+            parser.exit(EXIT_FAILURE, f"{PROG}: error: {error}\n")
+        parser.exit(0, text + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Global options live on a parent parser shared by the top level and every command, with
     # SUPPRESS defaults, so `kws --store X list` and `kws list --store X` both work.
@@ -262,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=_formatter, parents=[common])
+    parser.add_argument("--version", action=_VersionAction, help="print the version and the encoder's id, then exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, text: str, summary: str) -> argparse.ArgumentParser:
@@ -520,6 +543,7 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
                 "takes": k.takes,
                 "threshold": k.threshold,
                 "prototypes": len(k.prototypes),
+                "sensitivity": k.sensitivity,  # None: the config's default
                 "encoder_sha256": k.encoder_sha256,
                 "stale": sha is not None and k.encoder_sha256 != sha,
             }
