@@ -42,6 +42,8 @@ log = logging.getLogger("kws")
 PROG = "kws"
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
+# `kws listen --save`: as device.clips (which cli cannot import before the command is chosen; a test keeps them equal)
+DEFAULT_SAVE_MARGIN, DEFAULT_SAVE_MAX = 0.05, 200
 
 
 class UsageError(ValueError):
@@ -83,6 +85,17 @@ by itself after ~0.6 s of silence (or 3 s at most).
 
 Every take is checked (silent, clipped, too short, too long, unlike the others);
 a rejected take is named with the reason, and nothing is stored (exit status 2).
+From the microphone, each take is checked as it is recorded (level, speech length,
+likeness to the takes so far) and only that take is asked for again.
+
+A name already enrolled is refused (exit status 2) unless --add (more takes) or
+--replace (enroll it afresh, dropping its --not recordings) says which. A keyword
+that sounds like another enrolled one (its prototype as close as their thresholds)
+is enrolled with a warning naming the other: choose a more distinct phrase.
+
+--not FILE... (after the takes) names recordings that must not fire it (a TV
+phrase, a look-alike name): each is scanned as the detector would hear it, and
+the threshold moves above the best-scoring one (see `kws set --help`).
 
 {AUDIO_FILES}
 examples:
@@ -90,6 +103,8 @@ examples:
   kws enroll "hey toaster" --takes 8 --device 2     # 8 takes from input device 2
   kws enroll "lights on" a.wav b.wav c.wav d.wav    # from recordings
   kws enroll "lights on" e.wav f.wav --add          # add takes to an existing keyword
+  kws enroll "lights on" a.wav b.wav c.wav --replace   # enroll it afresh
+  kws enroll "hey jasper" a.wav b.wav c.wav --not tv.wav jasmine.wav
   kws enroll "hey toaster" --no-keep-takes          # do not keep the audio in the store
 """
 
@@ -147,11 +162,20 @@ the file the "device" disappears and is reopened, replaying the file
 threshold (time, keyword, score, threshold; PASS when over it): how close a
 missed word came, or what a false alarm scored.
 
+--save DIR keeps the audio of every detection and every near miss (a keyword
+scoring within --save-margin, 0.05, under its threshold): 2 s before the event
+and 0.5 s after, as DIR/kws-TIME-KEYWORD-KIND-scoreS-thrT-tSECONDS.wav with a
+.json beside it (kind, keyword, score, threshold, time_s, timestamp). The newest
+--save-max (200) clips are kept, older ones deleted (logged). Listen to them, then
+`kws set NAME --not CLIP.wav` (a false alarm) or `kws enroll NAME CLIP.wav --add`
+(a miss).
+
 {SENSITIVITY_HELP}
 examples:
   kws listen
   kws listen --device 2 --json
   kws listen --sensitivity 0.6 --debug    # a bit more sensitive, and show the near misses
+  kws listen --save ~/kws-clips           # keep what fired and what nearly did
   kws listen --on-detect 'mosquitto_pub -t kws -m "$KWS_KEYWORD $KWS_SCORE"'
   KWS_FAKE_INPUT=demo.wav kws listen --json
 """
@@ -160,11 +184,23 @@ SET_HELP = f"""\
 Change how an enrolled keyword is detected, without enrolling it again.
 A running `kws listen` or `kws serve` picks the change up within ~2 s.
 
+--not FILE... teaches it "not this": recordings that wrongly fired it (a clip
+`kws listen --save` kept, a TV phrase, a look-alike name). Each file is scanned
+with the detector's own windows; its score is the best hop (a false alarm comes
+from some window of it), and the keyword's threshold moves 0.03 above the highest
+such score, but never closer than 0.02 to its takes' lowest score, so the word
+itself still fires. A file that scores as high as the takes sounds like the
+keyword itself, and is reported as such. Scores, embeddings and (when takes are
+kept) the audio around the best window are stored with the keyword; --add and
+`kws reembed` score them again, --replace drops them. A sensitivity above 0.5
+lowers the threshold again, under them.
+
 {SENSITIVITY_HELP}
 examples:
   kws set "hey toaster" --sensitivity 0.7       # fires more readily (more false alarms)
   kws set "hey toaster" --sensitivity 0.3       # fires less readily (more misses)
   kws set "hey toaster" --sensitivity default   # back to the config's default
+  kws set "hey toaster" --not tv-ad.wav kws-clips/kws-20261205-*-hey_toaster-detection-*.wav
 """
 
 LIST_HELP = """\
@@ -295,7 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("enroll", ENROLL_HELP, "enroll a keyword from takes (audio files or the microphone)")
     p.add_argument("name", metavar="NAME", help="the keyword, e.g. 'hey toaster' (how events will name it)")
     p.add_argument("wavs", metavar="WAV", nargs="*", type=Path, help="takes as audio files (none: record)")
-    p.add_argument("--add", action="store_true", help="add these takes to an existing keyword")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--add", action="store_true", help="add these takes to an existing keyword")
+    how.add_argument("--replace", action="store_true", help="enroll an existing keyword afresh (drops its --not)")
+    p.add_argument(
+        "--not",
+        dest="not_files",
+        metavar="FILE",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="recordings that must not fire it (they raise its threshold)",
+    )
     p.add_argument("--no-keep-takes", action="store_true", help="do not keep the takes' audio in the store")
     p.add_argument("--takes", type=int, default=5, metavar="N", help="takes to record from the microphone (5)")
     p.add_argument("--device", metavar="N", help="input device index or name part (see `kws devices`)")
@@ -313,16 +360,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="events as JSON lines")
     p.add_argument("--sensitivity", type=sensitivity_value, metavar="S", help="0..1 for every keyword, this run")
     p.add_argument("--debug", action="store_true", help="print live scores near their threshold to stderr")
+    p.add_argument("--save", type=Path, metavar="DIR", help="keep the audio of detections and near misses in DIR")
+    p.add_argument(
+        "--save-margin",
+        type=float,
+        default=DEFAULT_SAVE_MARGIN,
+        metavar="M",
+        help=f"a near miss scores within M under the threshold ({DEFAULT_SAVE_MARGIN})",
+    )
+    p.add_argument(
+        "--save-max",
+        type=int,
+        default=DEFAULT_SAVE_MAX,
+        metavar="N",
+        help=f"keep the newest N clips in DIR, deleting older ones ({DEFAULT_SAVE_MAX})",
+    )
 
-    p = command("set", SET_HELP, "change an enrolled keyword's sensitivity")
+    p = command("set", SET_HELP, "change an enrolled keyword's sensitivity, or teach it what is not it")
     p.add_argument("name", metavar="NAME")
     p.add_argument(
         "--sensitivity",
         dest="stored_sensitivity",
         type=stored_sensitivity_value,
         metavar="S",
-        required=True,
+        default=argparse.SUPPRESS,  # absent, not None: None is "default", which clears it
         help="0..1 (0.5 = as calibrated, higher = more sensitive), or 'default'",
+    )
+    p.add_argument(
+        "--not",
+        dest="not_files",
+        metavar="FILE",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="recordings that wrongly fired it: its threshold moves above them",
     )
 
     p = command("list", LIST_HELP, "list enrolled keywords")
@@ -370,6 +441,11 @@ def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
     check_distinct_name(name, spotter.store.keywords)  # before recording takes that could not be kept
     sha = spotter.encoder.sha256
     existing = spotter.store.keywords.get(name)
+    if existing is not None and not (args.add or args.replace):  # before recording takes that would be refused
+        raise EnrollmentError(
+            f"{name!r} is already enrolled ({existing.takes} takes): add --replace to enroll it afresh, "
+            "--add to add these takes to it, or choose another name"
+        )
     if args.add and existing is not None and existing.encoder_sha256 != sha:
         raise EnrollmentError(
             f"--add: {name!r} was enrolled with a different encoder; re-enroll it without --add "
@@ -384,7 +460,9 @@ def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
         device = args.device if args.device is not None else args.settings.listen.get("device")
         takes = record_takes(spotter, name, args.takes, device, sys.stderr)
     keep = args.settings.keep_takes and not args.no_keep_takes
-    keyword = spotter.enroll(name, takes, add=args.add, keep_takes=keep)
+    keyword = spotter.enroll(
+        name, takes, add=args.add, keep_takes=keep, replace=args.replace, not_files=list(args.not_files)
+    )
     stats = keyword.stats
     prototypes = len(keyword.prototypes)
     print(
@@ -399,6 +477,7 @@ def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
     log.info("%s", "; ".join(details))
     if "warning" in stats:
         print(f"warning: {stats['warning']}", file=sys.stderr)
+    _report_not(keyword, out)
     return 0
 
 
@@ -438,7 +517,15 @@ def cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
     names = [k.name for k in spotter.new_stream().keywords]
     hops: list[tuple[float, np.ndarray, np.ndarray]] = []
 
+    header = ["time_s\tkeyword\tscore\tthreshold"] if args.scores and not args.json else []
+
+    def print_header() -> None:
+        """The TSV header once, at the first row: a file that cannot be read prints only its error."""
+        if header:
+            print(header.pop(), file=out)
+
     def on_hop(now: float, scores: np.ndarray, thresholds: np.ndarray) -> None:
+        print_header()
         if args.scores:
             for name, score, threshold in zip(names, scores, thresholds, strict=True):
                 if args.json:
@@ -452,10 +539,9 @@ def cmd_detect(args: argparse.Namespace, out: TextIO) -> int:
         if args.plot is not None:
             hops.append((now, scores.copy(), thresholds.copy()))
 
-    if args.scores and not args.json:
-        print("time_s\tkeyword\tscore\tthreshold", file=out)
     listener = on_hop if args.scores or args.plot is not None else None
     detections = spotter.detect_file(args.wav, on_hop=listener)
+    print_header()  # a file too short for one hop still gets its header
     for detection in detections:
         if args.json:
             print(json.dumps(({"event": "detection"} if args.scores else {}) | detection.to_dict()), file=out)
@@ -495,8 +581,8 @@ def plot_scores(pyplot, path: Path, names: list[str], hops: list, detections: li
         fired = [d for d in detections if d.keyword == name]
         if fired:
             axes.plot([d.time_s for d in fired], [d.score for d in fired], "o", color=line.get_color())
-    axes.set_xlabel("time (s)")
-    axes.set_ylabel("score (cosine); dashed: threshold; dots: detections")
+    axes.set_ylabel("score; dashed: threshold; dots: detections")
+    axes.set_xlabel("time (s): scores at the end of each window, detections at the end of the word")
     axes.set_title(title)
     if names:
         axes.legend(loc="upper right")
@@ -571,7 +657,12 @@ def cmd_set(args: argparse.Namespace, out: TextIO) -> int:
     name = unicodedata.normalize("NFC", args.name.strip())  # as enrollment stored it
     if name not in store.keywords:
         raise UsageError(f"no keyword named {name!r} in {store.folder} (have: {', '.join(store.names) or 'none'})")
-    keyword = store.set_sensitivity(name, args.stored_sensitivity)
+    if not hasattr(args, "stored_sensitivity") and not args.not_files:
+        raise UsageError("say what to change: --sensitivity S and/or --not FILE... (see `kws set --help`)")
+    if args.not_files:
+        keyword = _teach_not(args, name, out)
+    if hasattr(args, "stored_sensitivity"):
+        keyword = store.set_sensitivity(name, args.stored_sensitivity)
     effective = args.settings.detector.sensitivity_of(keyword)
     threshold = args.settings.detector.threshold_of(keyword)
     source = "its own" if keyword.sensitivity is not None else "the config's default"
@@ -583,6 +674,30 @@ def cmd_set(args: argparse.Namespace, out: TextIO) -> int:
             name,
         )
     return 0
+
+
+def _teach_not(args: argparse.Namespace, name: str, out: TextIO):
+    """``--not FILE...``: the files become negatives of ``name`` (threshold raised above them); return it as stored."""
+    spotter = _spotter(args, check_store=False)
+    before = spotter.store.keywords[name].threshold
+    keyword = spotter.teach_not(name, list(args.not_files))
+    _report_not(keyword, out, before)
+    return keyword
+
+
+def _report_not(keyword, out: TextIO, before: float | None = None) -> None:
+    """One line per --not recording (its score) and where the threshold went; the warning, if any."""
+    stats = keyword.stats
+    if "not_scores" not in stats:
+        return
+    for label, value in zip(stats["not_labels"], stats["not_scores"], strict=True):
+        print(f"  not {label}: scores {value:.3f}", file=out)
+    moved = f"{before:.3f} -> {keyword.threshold:.3f}" if before is not None else f"{keyword.threshold:.3f}"
+    print(
+        f"{keyword.name!r}: threshold {moved} (calibrated {stats['calibrated_threshold']:.3f}), "
+        f"{len(stats['not_scores'])} recording{'' if len(stats['not_scores']) == 1 else 's'} taught as not it",
+        file=out,
+    )
 
 
 def cmd_remove(args: argparse.Namespace, out: TextIO) -> int:
@@ -621,7 +736,7 @@ def cmd_reembed(args: argparse.Namespace, out: TextIO) -> int:
             missing.append(keyword.name)
             continue
         try:
-            prepared.append(spotter.prepare(keyword.name, takes, keep_takes=True))
+            prepared.append(spotter.prepare(keyword.name, takes, keep_takes=True, replace=True, keep_not=True))
         except (EnrollmentError, AudioError) as error:
             raise StoreError(
                 f"cannot re-embed {keyword.name!r} from its kept takes, so nothing was changed: {error}\n"
