@@ -214,3 +214,30 @@ def test_sensitivity_precedence_and_storage(spotter, tmp_path):
         DetectorSettings(sensitivity=1.5)
     with pytest.raises(ValueError, match="between 0 and 1"):
         DetectorSettings(sensitivity_override=-0.1)
+
+
+def test_store_records_keep_the_sensitivity_validated_and_old_records_still_load(spotter, tmp_path):
+    import json
+
+    from device.store import STORE_FILE, StoreError, _checksum
+
+    folder = tmp_path / "store"
+    store = KeywordStore(folder)
+    keyword = spotter.store.keywords["hey toaster"]
+    for bad in (1.5, -0.1, True, "0.7", float("nan")):
+        with pytest.raises(StoreError, match="sensitivity"):
+            store.put(replace(keyword, sensitivity=bad))
+    with pytest.raises(StoreError, match="negative_tail"):
+        store.put(replace(keyword, stats=keyword.stats | {"negative_tail": [[2, 0.5], [1, 0.6]]}))
+    store.put(replace(keyword, sensitivity=0.25))
+    # A record written before sensitivity and the tail existed: no such keys at all.
+    data = json.loads((folder / STORE_FILE).read_text())
+    record = data["payload"]["keywords"][0]
+    del record["sensitivity"]
+    record["stats"] = {k: v for k, v in record["stats"].items() if not k.startswith("negative_")}
+    data["checksum"] = _checksum(data["payload"])
+    (folder / STORE_FILE).write_text(json.dumps(data))
+    old = KeywordStore(folder).keywords["hey toaster"]
+    assert old.sensitivity is None
+    stream = StreamingDetector(spotter.encoder, [old], DetectorSettings(sensitivity=0.7))
+    assert stream.thresholds[0] == pytest.approx(old.threshold - 2 * FALLBACK_SHIFT_PER_TENTH)
