@@ -177,3 +177,23 @@ def test_help_shows_sensitivity_scores_and_plot_examples():
         for fragment in fragments:
             assert fragment in text, (command, fragment)
     assert "kws set" in kws("--help").stdout
+
+
+def test_sensitivity_reaches_the_server_and_the_daemon(monkeypatch, tmp_path):
+    """``kws serve/listen --sensitivity S`` hand detector settings with S as the override for every keyword."""
+    import types
+
+    import device.listen
+    from device import cli
+
+    calls = []
+    module = types.ModuleType("device.wyoming_server")
+    module.serve = lambda uri, store, model, settings, *rest, **limits: calls.append(settings) or 0
+    monkeypatch.setitem(sys.modules, "device.wyoming_server", module)
+    monkeypatch.setattr(
+        device.listen, "listen", lambda store, model, settings, options, out: calls.append(settings) or 0
+    )
+    assert cli.main(["--store", str(tmp_path), "serve", "--sensitivity", "0.8"]) == 0
+    assert cli.main(["--store", str(tmp_path), "listen", "--sensitivity", "0.3", "--debug"]) == 0
+    assert cli.main(["--store", str(tmp_path), "serve"]) == 0
+    assert [s.sensitivity_override for s in calls] == [0.8, 0.3, None]
