@@ -481,30 +481,75 @@ def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+RECORD_ATTEMPTS = 3  # tries per take from the microphone before enrollment gives up
+RECHECK_ROUNDS = 2  # times the finished set may ask again for takes unlike the rest
+
+
 def record_takes(spotter, name: str, count: int, device: str | None, err: TextIO) -> list[np.ndarray]:
-    """Record ``count`` takes, re-asking (twice at most) for a take that fails the checks."""
-    from device.enroll import EnrollmentError, check_take
+    """Record ``count`` takes, checking each as it comes and asking again for that take only.
+
+    Each take is checked for level and speech length (:func:`device.enroll.check_take`) and for
+    likeness to the takes accepted so far (the rule enrollment's outlier check uses), so one bad
+    take costs one more take, not the whole set. A take that fails :data:`RECORD_ATTEMPTS` times
+    ends the enrollment with its reason. Once all are in, a take unlike the rest as a whole (the
+    first takes can only be compared with fewer) is asked for again, up to :data:`RECHECK_ROUNDS`.
+    """
+    from device.enroll import (
+        EnrollmentError,
+        check_take,
+        enrollment_embedding,
+        find_outliers,
+        likeness_bar,
+        speech_seconds,
+    )
     from device.microphone import TakeRecorder, parse_device
 
     rate = spotter.sample_rate
     max_seconds = spotter.encoder.window_samples / rate
-    takes = []
+    negatives = spotter.negatives
+    takes: list[np.ndarray] = []
+    embeddings: list[np.ndarray] = []
+
+    def record_one(recorder: TakeRecorder, index: int, others: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        attempt = 0
+        while True:
+            attempt += 1
+            print(f"Take {index}/{count}: say {name!r} now\u2026", file=err, flush=True)
+            audio = recorder.record()
+            try:
+                speech = check_take(audio, f"take {index}", max_seconds, rate)
+                embedding = enrollment_embedding(spotter.encoder, speech)
+                if others:
+                    mean = np.mean(others, axis=0)
+                    mean /= np.linalg.norm(mean) + 1e-12
+                    likeness, bar = float(embedding @ mean), likeness_bar(mean, negatives)
+                    if likeness < bar:
+                        raise EnrollmentError(
+                            f"take {index}: does not sound like the takes so far (likeness {likeness:.2f}, "
+                            f"needs {bar:.2f}); say {name!r} the same way each time"
+                        )
+            except EnrollmentError as error:
+                if attempt == RECORD_ATTEMPTS:
+                    raise
+                print(f"  rejected: {error}; again please", file=err)
+                continue
+            print(f"  ok ({speech_seconds(audio, rate):.1f} s of speech)", file=err)
+            return audio, embedding
+
     print(f"Recording {count} takes of {name!r}. Quiet for a moment while the room is measured...", file=err)
     with TakeRecorder(rate, parse_device(device), out=err) as recorder:
         for index in range(1, count + 1):
-            for attempt in range(3):
-                print(f"Take {index}/{count}: say {name!r} now\u2026", file=err, flush=True)
-                audio = recorder.record()
-                try:
-                    check_take(audio, f"take {index}", max_seconds, rate)
-                except EnrollmentError as error:
-                    if attempt == 2:
-                        raise
-                    print(f"  rejected: {error}; again please", file=err)
-                    continue
-                print(f"  ok ({len(audio) / rate:.1f} s)", file=err)
-                takes.append(audio)
+            audio, embedding = record_one(recorder, index, embeddings)
+            takes.append(audio)
+            embeddings.append(embedding)
+        for _ in range(RECHECK_ROUNDS):
+            outliers = find_outliers(np.stack(embeddings), negatives) if len(embeddings) >= 3 else []
+            if not outliers:
                 break
+            for i in outliers:
+                print(f"Take {i + 1} does not sound like the others; once more please", file=err)
+                others = embeddings[:i] + embeddings[i + 1 :]
+                takes[i], embeddings[i] = record_one(recorder, i + 1, others)
     return takes
 
 
@@ -592,15 +637,24 @@ def plot_scores(pyplot, path: Path, names: list[str], hops: list, detections: li
 
 
 def cmd_listen(args: argparse.Namespace, out: TextIO) -> int:
+    from device.clips import check_save_options
     from device.listen import ListenOptions, listen
     from device.microphone import parse_device
 
     config = args.settings.listen
+    if args.save is not None:
+        try:
+            check_save_options(args.save, args.save_margin, args.save_max)
+        except ValueError as error:
+            raise UsageError(str(error)) from error
     options = ListenOptions(
         device=parse_device(args.device if args.device is not None else config.get("device")),
         on_detect=args.on_detect if args.on_detect is not None else config.get("on_detect"),
         json=args.json,
         debug=args.debug,
+        save_dir=args.save.expanduser() if args.save is not None else None,
+        save_margin=args.save_margin,
+        save_max=args.save_max,
     )
     return listen(args.store_dir, args.model_path, args.settings.detector, options, out)
 

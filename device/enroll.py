@@ -200,10 +200,7 @@ def find_outliers(embeddings: np.ndarray, negatives: np.ndarray | None = None) -
     outliers = []
     for i in range(len(embeddings)):
         others = _unit(np.delete(embeddings, i, axis=0).mean(axis=0))
-        bar = OUTLIER_COSINE
-        if negatives is not None and len(negatives):
-            bar = max(bar, float(np.quantile(negatives @ others, 0.99)))
-        if float(embeddings[i] @ others) < bar:
+        if float(embeddings[i] @ others) < likeness_bar(others, negatives):
             outliers.append(i)
     return outliers
 
@@ -340,3 +337,24 @@ def save_takes(folder: Path, takes: list[Take], rate: int = 16000, earlier: Sequ
         write_wav(path, take.samples, rate)
         paths.append(path)
     return paths
+
+
+def speech_seconds(samples: np.ndarray, rate: int = 16000) -> float:
+    """How long the speech in a take lasts, as :func:`check_take` bounds it (no silence either side).
+
+    Why not the recording's length: a take recorded from the microphone carries the pre-roll and
+    the silence that ended it, so "ok (2.4 s)" for a 0.7 s word hid a take that was mostly room.
+    """
+    bounds = speech_bounds(remove_dc(np.asarray(samples, dtype=np.float32)), rate, floor_aware=True)
+    return 0.0 if bounds is None else (bounds[1] - bounds[0]) / rate
+
+
+def likeness_bar(mean: np.ndarray, negatives: np.ndarray | None) -> float:
+    """The cosine a take needs to the (unit) mean of the other takes to count as the same word.
+
+    The rule of :func:`find_outliers`: ``OUTLIER_COSINE``, or what the top 1 % of the negative
+    bank scores against that mean when that is higher.
+    """
+    if negatives is None or not len(negatives):
+        return OUTLIER_COSINE
+    return max(OUTLIER_COSINE, float(np.quantile(negatives @ mean, 0.99)))

@@ -47,6 +47,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from device.audio import AudioError, Resampler
+from device.clips import DEFAULT_MARGIN, DEFAULT_MAX_CLIPS, ClipSaver
 from device.detector import Detection, DetectorSettings
 from device.microphone import (
     BLOCK_SECONDS,
@@ -79,6 +80,9 @@ class ListenOptions:
     max_hooks: int = 4  # --on-detect commands running at once; an event beyond that skips its hook
     hook_grace_seconds: float = 2.0  # on exit: SIGTERM to running hooks, SIGKILL after this long
     debug: bool = False  # print live scores that come within DEBUG_MARGIN of their threshold to stderr
+    save_dir: Path | None = None  # --save: keep clips of detections and near misses here (device.clips)
+    save_margin: float = DEFAULT_MARGIN  # a near miss scores within this under its threshold
+    save_max: int = DEFAULT_MAX_CLIPS  # the newest clips kept in save_dir
 
 
 # `kws listen --debug` prints a hop's score when it is at least its threshold minus this: near misses, not the floor.
@@ -119,7 +123,19 @@ class Listener:
         self._dropped_reported = 0
         self._last_audio = 0.0
         self._rate = rate
-        self.detector = spotter.new_stream(on_hop=self._debug_hop if self.options.debug else None)
+        self.saver = (
+            ClipSaver(
+                self.options.save_dir,
+                rate,
+                self.options.save_margin,
+                self.options.save_max,
+                refractory_seconds=spotter.settings.refractory_seconds,
+            )
+            if self.options.save_dir is not None
+            else None
+        )
+        watching = self.options.debug or self.saver is not None
+        self.detector = spotter.new_stream(on_hop=self._on_hop if watching else None)
         self._time_offset = 0.0  # stream time before the last reconnect, so event times keep increasing
         self._store_version = store_version(spotter.store.folder)
         self._children: list[subprocess.Popen] = []
@@ -151,6 +167,8 @@ class Listener:
         try:
             self._loop()
         finally:
+            if self.saver is not None:
+                self.saver.flush()  # the clips still waiting for their last half second
             self._stop_hooks()
             for number, handler in previous.items():
                 signal.signal(number, handler)
@@ -232,6 +250,8 @@ class Listener:
             log.warning("microphone lost (%s); reopening in %g s", reason, delay)
             self._time_offset += self.detector.time_s
             self.detector.reset()
+            if self.saver is not None:
+                self.saver.reset(self._time_offset)
             self._drain()
             self._stop.wait(delay)
             delay = min(delay * 2, self.options.backoff_max)
@@ -271,6 +291,8 @@ class Listener:
                 samples = resampler.process(block) if resampler else block
                 for detection in self.detector.process(samples):
                     self._emit(detection)
+                if self.saver is not None:
+                    self.saver.feed(samples)
             if self._dropped != self._dropped_reported:
                 log.warning("detector fell behind: dropped %d audio blocks", self._dropped - self._dropped_reported)
                 self._dropped_reported = self._dropped
@@ -305,6 +327,13 @@ class Listener:
 
     # -- events ----------------------------------------------------------------------------------
 
+    def _on_hop(self, now: float, scores: np.ndarray, thresholds: np.ndarray) -> None:
+        """Every detector hop: ``--debug`` lines and ``--save`` near misses."""
+        if self.options.debug:
+            self._debug_hop(now, scores, thresholds)
+        if self.saver is not None:
+            self.saver.hop(now, [k.name for k in self.detector.keywords], scores, thresholds)
+
     def _debug_hop(self, now: float, scores: np.ndarray, thresholds: np.ndarray) -> None:
         """``--debug``: one stderr line per keyword scoring within ``DEBUG_MARGIN`` of its threshold this hop."""
         for keyword, score, threshold in zip(self.detector.keywords, scores, thresholds, strict=True):
@@ -325,6 +354,11 @@ class Listener:
             "timestamp": round(time.time(), 3),
         }
         self.events.append(event)
+        if self.saver is not None:
+            index = [k.name for k in self.detector.keywords].index(detection.keyword)
+            self.saver.detection(
+                detection.keyword, detection.score, float(self.detector.thresholds[index]), detection.time_s
+            )
         if self.options.json:
             line = json.dumps(event)
         else:

@@ -12,7 +12,9 @@ independent detector state, e.g. one per network client).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -28,6 +30,16 @@ from device.enroll import (
     enroll,
     load_negatives,
     save_takes,
+    score,
+)
+from device.false_alarms import (
+    StrongestWindow,
+    apply_negatives,
+    kept_not_files,
+    save_not_clips,
+    sounds_like,
+    stored_windows,
+    strongest_window,
 )
 from device.settings import default_model_path, default_store_dir
 from device.store import Keyword, KeywordStore, TakesWriter
@@ -71,19 +83,61 @@ class Spotter:
         """
         return StreamingDetector(self.encoder, self._scorable(names), self.settings, on_hop)
 
-    def enroll(self, name: str, takes: list, add: bool = False, keep_takes: bool = True) -> Keyword:
+    def enroll(
+        self,
+        name: str,
+        takes: list,
+        add: bool = False,
+        keep_takes: bool = True,
+        replace: bool = False,
+        not_files: Sequence[str | Path | np.ndarray] = (),
+    ) -> Keyword:
         """Enroll (or with ``add``, extend) a keyword from wav paths or float arrays at 16 kHz.
 
+        A name already enrolled is refused unless ``add`` (more takes) or ``replace`` (start it
+        afresh) says which: a silent replacement used to lose a keyword to a typo'd command.
+        ``not_files`` are recordings that must not fire it (see :meth:`teach_not`).
         The kept takes go into a new folder committed with the keyword (see :mod:`device.store`), so an
         interruption at any moment leaves the old keyword with its takes or the new one with its takes.
         A name that differs from another keyword's only in case or ``_`` versus space is refused
         (:func:`device.enroll.keyword_key`): the Wyoming server could not tell the two apart.
         """
         check_distinct_name(check_keyword_name(name), self.store.keywords)
-        return self.commit([self.prepare(name, takes, add, keep_takes)])[0]
+        return self.commit([self.prepare(name, takes, add, keep_takes, replace, not_files)])[0]
+
+    def teach_not(self, name: str, not_files: Sequence[str | Path | np.ndarray]) -> Keyword:
+        """Make recordings that wrongly fired ``name`` its negatives: its threshold moves above them.
+
+        See :mod:`device.false_alarms`. Their audio (the part around the window that scored
+        highest) joins the keyword's kept takes when those are kept, so ``kws reembed`` and
+        ``--add`` can score them again; the record keeps their scores and embeddings either way.
+        """
+        name = check_keyword_name(name)
+        old = self.store.keywords.get(name)
+        if old is None:
+            have = ", ".join(self.store.names) or "none"
+            raise EnrollmentError(f"--not: no keyword {name!r} in {self.store.folder} (have: {have})")
+        if old.encoder_sha256 != self.encoder.sha256:
+            raise EnrollmentError(f"--not: {name!r} was enrolled with a different encoder; `kws reembed` it first")
+        if not not_files:
+            raise EnrollmentError("--not needs at least one recording")
+        windows = self._carried_windows(old, old) + self._scan_not(old, not_files)
+        keyword = apply_negatives(old, windows, self.negatives)
+        writer = None
+        takes = self.store.take_files(old)
+        if takes and len(takes) == old.takes:
+            writer = partial(self._write_takes, takes=[], earlier=takes, windows=windows)
+        return self.commit([(keyword, writer)])[0]
 
     def prepare(
-        self, name: str, takes: list, add: bool = False, keep_takes: bool = True
+        self,
+        name: str,
+        takes: list,
+        add: bool = False,
+        keep_takes: bool = True,
+        replace: bool = False,
+        not_files: Sequence[str | Path | np.ndarray] = (),
+        keep_not: bool | None = None,
     ) -> tuple[Keyword, TakesWriter | None]:
         """The keyword ``enroll`` would store and what writes its takes, without storing anything yet.
 
@@ -91,6 +145,10 @@ class Spotter:
         so a failure half-way changes nothing. With ``add`` the earlier kept takes are copied into the
         new folder; when they are not all there, the takes are not kept at all (a folder holding only
         some of a keyword's takes could not re-embed it).
+
+        ``keep_not`` (default: ``add``) carries the old keyword's --not negatives over, scored
+        again against the new prototypes (from their kept audio when there is some, so also
+        across encoders: ``kws reembed`` passes it); ``replace`` alone starts the keyword afresh.
         """
         name = check_keyword_name(name)
         labelled = [
@@ -98,10 +156,15 @@ class Spotter:
             for i, t in enumerate(takes)
         ]
         previous, earlier = None, []
+        old = self.store.keywords.get(name)
+        if old is not None and not add and not replace:
+            raise EnrollmentError(
+                f"{name!r} is already enrolled ({old.takes} takes): add --replace to enroll it afresh "
+                f"(replace=True), --add to add these takes to it (add=True), or choose another name"
+            )
         if add:
-            if name not in self.store.keywords:
+            if old is None:
                 raise EnrollmentError(f"--add: no keyword {name!r} yet; enroll it first without --add")
-            old = self.store.keywords[name]
             if old.encoder_sha256 != self.encoder.sha256:
                 raise EnrollmentError(f"--add: {name!r} was enrolled with a different encoder; re-enroll it")
             previous = [np.asarray(e, np.float32) for e in old.stats["embeddings"]]
@@ -115,12 +178,64 @@ class Spotter:
                     old.takes,
                 )
                 keep_takes = False
-        elif name in self.store.keywords:
+        elif old is not None:
             log.info("replacing the existing keyword %r", name)
         keyword, checked = enroll(self.encoder, name, labelled, self.negatives, previous)
+        carry = add if keep_not is None else keep_not
+        windows = (self._carried_windows(old, keyword) if old is not None and carry else []) + self._scan_not(
+            keyword, not_files
+        )
+        keyword = apply_negatives(keyword, windows, self.negatives)
+        others = [k for k in self.store.keywords.values() if k.name != name]
+        for _, _, message in sounds_like(keyword, others):
+            log.warning("%s", message)
         if not keep_takes:
             return keyword, None
-        return keyword, partial(save_takes, takes=checked, rate=self.sample_rate, earlier=earlier)
+        return keyword, partial(self._write_takes, takes=checked, earlier=earlier, windows=windows)
+
+    def _write_takes(self, folder: Path, takes: list, earlier: Sequence[Path], windows: list[StrongestWindow]) -> None:
+        """Fill a keyword's new takes folder: earlier takes copied, new takes, then the --not clips."""
+        save_takes(folder, takes, self.sample_rate, earlier)
+        save_not_clips(folder, windows, self.sample_rate)
+
+    def _scan_not(self, keyword: Keyword, not_files: Sequence[str | Path | np.ndarray]) -> list[StrongestWindow]:
+        """Each --not recording's strongest window against ``keyword`` (files named by path, arrays by number)."""
+        return [
+            strongest_window(
+                self.encoder,
+                keyword,
+                item,
+                str(item) if isinstance(item, (str, Path)) else f"--not recording {i + 1}",
+                self.settings,
+            )
+            for i, item in enumerate(not_files)
+        ]
+
+    def _carried_windows(self, old: Keyword, keyword: Keyword) -> list[StrongestWindow]:
+        """``old``'s --not negatives scored against ``keyword``: from their kept audio, else their stored embeddings."""
+        labels = old.stats.get("not_labels", [])
+        if not labels:
+            return []
+        clips = kept_not_files(self.store.folder / old.takes_dir if old.takes_dir else None)
+        if len(clips) == len(labels):
+            return [
+                dataclasses.replace(strongest_window(self.encoder, keyword, clip, label, self.settings), label=label)
+                for clip, label in zip(clips, labels, strict=True)
+            ]
+        if old.encoder_sha256 != self.encoder.sha256:
+            log.warning(
+                "%r: its %d --not recordings were not kept and were made by another encoder: teach them again "
+                "with `kws set %s --not FILE...`",
+                old.name,
+                len(labels),
+                old.name,
+            )
+            return []
+        prototypes = keyword.prototype_matrix()
+        return [
+            dataclasses.replace(window, score=float(score(prototypes, window.embedding)[0]))
+            for window in stored_windows(old)
+        ]
 
     def commit(self, prepared: list[tuple[Keyword, TakesWriter | None]]) -> list[Keyword]:
         """Store prepared keywords (and their takes) in one store version; return them as stored."""

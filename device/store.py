@@ -158,6 +158,19 @@ def _keyword(record: object) -> Keyword:
                 f"{label}: {len(embeddings)} take embeddings of size {len(embeddings[0])} "
                 f"for {takes} takes and prototypes of size {len(prototypes[0])}"
             )
+    if "not_embeddings" in stats:  # `kws set NAME --not`: one label, score and embedding per recording
+        negatives = _vectors(stats["not_embeddings"], f"{label}: stats.not_embeddings")
+        labels, scores = stats.get("not_labels"), stats.get("not_scores")
+        if (
+            len(negatives[0]) != len(prototypes[0])
+            or not isinstance(labels, list)
+            or not isinstance(scores, list)
+            or not len(labels) == len(scores) == len(negatives)
+            or not all(isinstance(x, str) for x in labels)
+        ):
+            raise ValueError(f"{label}: stats.not_labels, not_scores and not_embeddings do not match")
+        for value in scores:
+            _number(value, f"{label}: stats.not_scores")
     if "negative_tail" in stats:  # what the sensitivity dial maps through: [rank, score], ranks increasing
         tail = stats["negative_tail"]
         if (

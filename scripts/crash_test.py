@@ -92,7 +92,7 @@ def child(store_dir: Path, takes_dir: Path, model: Path, seed: int) -> None:
             operation = "enroll"
         if operation == "enroll":
             report(f"begin:{operation}", now | {name: len(VOICES)})
-            spotter.enroll(name, takes[name][: len(VOICES)])
+            spotter.enroll(name, takes[name][: len(VOICES)], replace=True)  # a new word or a re-enrollment
         elif operation == "add":
             report(f"begin:{operation}", now | {name: now[name] + len(MORE_VOICES)})
             spotter.enroll(name, takes[name][len(VOICES) :], add=True)

@@ -105,7 +105,7 @@ def test_a_crash_during_a_change_leaves_the_old_keyword_with_all_its_takes(tmp_p
     power_cut_at_commit()
     with pytest.raises(OSError, match="power cut"):
         if change == "re-enroll":
-            spot.enroll("hey toaster", takes_of("hey toaster", VOICES[:3]))
+            spot.enroll("hey toaster", takes_of("hey toaster", VOICES[:3]), replace=True)
         elif change == "add":
             spot.enroll("hey toaster", takes_of("hey toaster", VOICES[:2]), add=True)
         else:
@@ -121,7 +121,7 @@ def test_re_enroll_and_add_commit_a_new_folder_holding_every_take(tmp_path):
     first = spot.enroll("hey toaster", takes_of("hey toaster"))
     added = spot.enroll("hey toaster", takes_of("hey toaster", VOICES[:2]), add=True)
     assert added.takes_dir != first.takes_dir and wavs(tmp_path / added.takes_dir) == added.takes == 7
-    replaced = spot.enroll("hey toaster", takes_of("hey toaster", VOICES[:3]))
+    replaced = spot.enroll("hey toaster", takes_of("hey toaster", VOICES[:3]), replace=True)
     assert wavs(tmp_path / replaced.takes_dir) == replaced.takes == 3
     # The backup's version keeps its folder (it must stay whole for a fallback); the one before is gone.
     assert take_folders(tmp_path) == {replaced.takes_dir, added.takes_dir}
