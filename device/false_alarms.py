@@ -112,8 +112,8 @@ def strongest_window(
                 clip_due[:] = [round(now * rate) + round(CLIP_AFTER_SECONDS * rate)]
             recorder.last = None
 
-    # The keyword at its calibrated threshold with nothing else: only its scores matter here.
-    stream = StreamingDetector(recorder, [keyword], replace(settings, sensitivity_override=None), on_hop)  # type: ignore[arg-type]
+    # This keyword alone, with the user's hop, smoothing and gate; its events are not used, only its scores.
+    stream = StreamingDetector(recorder, [keyword], settings, on_hop)  # type: ignore[arg-type]
     for piece in _pieces(audio, rate):
         stream.process(piece)
         ring.feed(piece)

@@ -230,3 +230,15 @@ def test_a_take_unlike_the_others_is_asked_for_again_alone(tmp_path):
     assert "enrolled 'hey toaster': 5 takes" in result.stdout
     lengths = [float(line.split("(")[1].split(" s")[0]) for line in result.stderr.splitlines() if "  ok (" in line]
     assert len(lengths) == 5 and all(0.4 <= x <= 1.2 for x in lengths), lengths  # speech, not the recording
+
+
+def test_a_record_whose_not_negatives_do_not_match_is_never_written(tmp_path):
+    from device.store import Keyword, StoreError
+
+    good = Keyword("word", [[1.0, 0.0]], 0.7, "0" * 64, 3, {"not_labels": ["tv.wav"], "not_scores": [0.6]})
+    store = KeywordStore(tmp_path)
+    for stats in ({"not_embeddings": [[1.0, 0.0, 0.0]]}, {"not_embeddings": [[1.0, 0.0]], "not_scores": [0.6, 0.5]}):
+        with pytest.raises(StoreError, match="not_labels, not_scores and not_embeddings"):
+            store.put(Keyword(**{**good.__dict__, "stats": good.stats | stats}))
+    store.put(Keyword(**{**good.__dict__, "stats": good.stats | {"not_embeddings": [[0.0, 1.0]]}}))
+    assert KeywordStore(tmp_path).keywords["word"].stats["not_scores"] == [0.6]
