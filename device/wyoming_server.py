@@ -583,24 +583,38 @@ class _Announcement:
 
     @classmethod
     async def start(cls, host: str, port: int) -> _Announcement | None:
+        """Register the service; None (with a log line saying why) when it cannot be announced.
+
+        A server bound to one address is announced only on that address's interface (one
+        on 127.0.0.1 only to this machine); one bound to every address on every interface,
+        at the address other machines reach it at.
+        """
         try:
+            from zeroconf import InterfaceChoice, IPVersion
             from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
         except ImportError:
-            log.warning("--zeroconf: the `zeroconf` package is not installed (pip install zeroconf); not announcing")
+            log.warning(
+                "--zeroconf: the `zeroconf` package is not installed (it comes with the device extra: "
+                "pip install -e '.[device]', or pip install zeroconf); not announcing"
+            )
             return None
         try:
+            interfaces: InterfaceChoice | list[str] = InterfaceChoice.All
             if host in ("", "0.0.0.0", "::"):  # find the address other machines reach us at
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
                     probe.connect(("224.0.0.251", 1))
                     host = probe.getsockname()[0]
+            else:
+                host = socket.gethostbyname(host)
+                interfaces = [host]
             name = f"{PROGRAM}-{socket.gethostname().split('.')[0]}"
             info = AsyncServiceInfo(
                 "_wyoming._tcp.local.",
                 f"{name}._wyoming._tcp.local.",
-                addresses=[socket.inet_aton(socket.gethostbyname(host))],
+                addresses=[socket.inet_aton(host)],
                 port=port,
             )
-            zeroconf = AsyncZeroconf()
+            zeroconf = AsyncZeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
             await zeroconf.async_register_service(info)
         except Exception as error:  # optional: the server works without it
             log.warning("zeroconf announcement failed (%s); serving without it", error)
