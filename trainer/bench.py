@@ -470,11 +470,11 @@ def enrollment_seconds(spotter: Spotter, takes: list[np.ndarray], runs: int) -> 
     One warm-up enrollment first, so the negative bank is already loaded, as in a
     long-running program; ``kws enroll`` also pays for loading the model.
     """
-    spotter.enroll("bench enroll", takes)
+    spotter.enroll("bench enroll", takes, replace=True)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        spotter.enroll("bench enroll", takes)
+        spotter.enroll("bench enroll", takes, replace=True)
         times.append(time.perf_counter() - start)
     spotter.remove("bench enroll")
     return summarize(times)
