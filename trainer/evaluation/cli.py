@@ -8,6 +8,7 @@ Examples::
     kws-eval fewshot --dataset ../shared/data/multilingual_words --words lang:zh
     kws-eval fewshot --dataset ../shared/data/speech_commands_v1_sample --shots 5 --query-rate 8000
     kws-eval stream  --model firmware_models/encoder.tflite --snr 10 --stream-baselines dtw,peer
+    kws-eval talk    --talk-minutes 60            # keywords amid real talk (default: all 5.2 h)
     kws-eval all     --write-benchmarks          # what `make eval` runs
 
 Every figure is on words the model never trained on: the command refuses (LeakageError)
@@ -39,6 +40,9 @@ from trainer.evaluation.guard import LeakageError
 from trainer.evaluation.streaming import StreamConfig
 from trainer.evaluation.suite import AudioCache, Method, check_models, fewshot_tasks, make_bank, run_fewshot
 from trainer.evaluation.suite import run_stream as run_stream_suite
+from trainer.evaluation.suite import run_talk_stream as run_talk_suite
+from trainer.evaluation.talk import TalkStreamConfig
+from trainer.real_speech import TalkLeakageError
 
 TEACHER_README = (
     "speech embedding README (same protocol): FSDD 5-shot same 98.3, cross 88.1; SC 1/3/5-shot 74.4/88.6/91.3"
@@ -124,6 +128,7 @@ class Run:
         self.results.mkdir(parents=True, exist_ok=True)
         self.fewshot: list[dict] = []
         self.stream: dict | None = None
+        self.talk: dict | None = None
         self.checks: dict[str, dict] = {}
         self.images: list[tuple[str, Path]] = []
         self.costs: dict | None = None  # ours vs the peer per window / second of audio, model bytes
@@ -216,6 +221,8 @@ class Run:
                 f"{point['fa_per_hour']:.2f} false alarms per hour.",
             ]
             lines += report.stream_baseline_lines(s)
+        if self.talk:
+            lines += report.talk_lines(self.talk)
         for title, path in self.images:
             lines += ["", f"![{title}]({Path(os.path.relpath(path.resolve(), relative_to.resolve())).as_posix()})"]
         return "\n".join(lines) + "\n"
@@ -242,6 +249,7 @@ class Run:
             {
                 "fewshot": self.fewshot,
                 "stream": self.stream,
+                "talk": self.talk,
                 "costs": self.costs,
                 "guard": self.checks,
                 "command": report.command_line(self.args.argv),
@@ -269,6 +277,9 @@ def _print_tables(run: Run) -> None:
             print("\nopen set @ 5% FRR on known queries\n" + report.text_table(*rows))
     if run.stream:
         print("\nstreaming\n" + report.text_table(*report.stream_rows(run.stream)))
+    if run.talk:
+        print("\nreal-talk stream\n" + report.text_table(*report.stream_rows(run.talk)))
+        print("\n" + report.text_table(*report.talk_keyword_rows(run.talk)))
     if run.costs:
         print(f"\nspeed and size: ours vs {peer.PEER_LABEL}\n" + report.text_table(*peer.cost_rows(run.costs)))
 
@@ -320,6 +331,47 @@ def _stream(run: Run, cache: AudioCache, noise, config: StreamConfig, dataset: P
     report.plot_det(summary, det, title)
     report.plot_scores(positives, negative_peaks, noise_hops, hist, title)
     run.images += [("DET curve", det), ("score distributions", hist)]
+
+
+def _talk(run: Run, cache: AudioCache, config: TalkStreamConfig, dataset: Path, talk_root: Path) -> None:
+    """The real-talk stream (and its baselines); skipped with one line where the talk corpus is absent."""
+    if not (talk_root / "manifest.csv").is_file():
+        reason = f"no real-talk corpus at {talk_root} (../shared/data/real_speech)"
+        print(f"kws-eval: skipping the real-talk stream: {reason}", file=sys.stderr)
+        run.skipped.append(f"real-talk stream: {reason}")
+        return
+    baselines = [b for b in run.args.talk_baselines.split(",") if b]
+    peer_skipped = peer.unavailable(run.args.peer_venv) if "peer" in baselines else None
+    if peer_skipped:
+        print(f"kws-eval: real talk without {peer.PEER_LABEL}: {peer_skipped}", file=sys.stderr)
+        baselines.remove("peer")
+    summary, _, _ = run_talk_suite(
+        run.args.model, read_clips(dataset, "reserved"), talk_root, cache, config,
+        DetectorSettings().refractory_seconds, baselines=baselines, peer_venv=run.args.peer_venv,
+        workers=run.args.workers,
+    )  # fmt: skip
+    summary["peer_skipped"] = peer_skipped
+    run.checks["talk keywords"] = {"ours": summary["guard"]}
+    run.talk = summary
+    det = run.results / f"talk_{dataset.name}_det.png"
+    report.plot_det(summary, det, f"real talk, {summary['stream_hours']:.2f} h, {run.args.model.name}")
+    run.images.append(("DET curve on real talk", det))
+
+
+def _talk_config(args: argparse.Namespace) -> TalkStreamConfig:
+    return TalkStreamConfig(
+        keywords=args.talk_keywords,
+        enroll_takes=args.talk_enroll_takes,
+        occurrences=args.talk_occurrences,
+        talk_seconds=60.0 * args.talk_minutes,
+        seed=args.seed,
+    )
+
+
+def cmd_talk(args: argparse.Namespace) -> Run:
+    run = Run(args)
+    _talk(run, AudioCache(args.workers), _talk_config(args), Path(args.dataset), Path(args.talk))
+    return run
 
 
 def _peer_costs(run: Run, methods) -> None:
@@ -412,6 +464,8 @@ def cmd_all(args: argparse.Namespace) -> Run:
     _peer_costs(run, methods)
     if args.negative_minutes > 0:
         _stream(run, cache, noise, _stream_config(args), shared_data("fsdd"), shared_data("multilingual_words"))
+    if args.talk_minutes >= 0:
+        _talk(run, cache, _talk_config(args), shared_data("fsdd"), Path(args.talk))
     return run
 
 
@@ -463,6 +517,25 @@ def _stream_options(parser: argparse.ArgumentParser, negative_minutes: float) ->
     )
 
 
+def _talk_options(parser: argparse.ArgumentParser, everything: bool) -> None:
+    parser.add_argument("--talk", type=Path, default=shared_data("real_speech"), help="real-talk corpus folder")
+    parser.add_argument(
+        "--talk-minutes",
+        type=float,
+        default=0.0,
+        help="evaluation talk to use, minutes (0: all of it, 5.2 h)"
+        + ("; -1: skip the talk stream" if everything else ""),
+    )
+    parser.add_argument("--talk-keywords", type=int, default=10, help="keywords on the talk stream")
+    parser.add_argument("--talk-enroll-takes", type=int, default=3, help="takes per keyword (3: the hardest case)")
+    parser.add_argument("--talk-occurrences", type=int, default=20, help="occurrences per keyword in the talk")
+    parser.add_argument(
+        "--talk-baselines",
+        default="dtw,peer",
+        help="baselines on the talk stream: dtw, peer (EfficientWord-Net, when installed); '' for none",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kws-eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -500,6 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--negatives", default=str(shared_data("multilingual_words")), help="extra non-keyword words, or none"
     )
 
+    talk = commands.add_parser("talk", help="keywords amid hours of real talk: FRR at 0.1-2 FA/h, FA sources")
+    _common(talk)
+    _talk_options(talk, everything=False)
+    talk.add_argument("--dataset", type=Path, default=shared_data("fsdd"), help="keyword takes (reserved words)")
+
     everything = commands.add_parser("all", help="the standard suite (make eval)")
     _common(everything)
     everything.add_argument(
@@ -507,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _fewshot_options(everything, 400)
     _stream_options(everything, 60.0)
+    _talk_options(everything, everything=True)
     return parser
 
 
@@ -518,10 +597,10 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.model).is_file():
         print(f"kws-eval: model {args.model} not found (make export, or pass --model PATH)", file=sys.stderr)
         return 2
-    commands = {"fewshot": cmd_fewshot, "stream": cmd_stream, "all": cmd_all}
+    commands = {"fewshot": cmd_fewshot, "stream": cmd_stream, "talk": cmd_talk, "all": cmd_all}
     try:
         run = commands[args.command](args)
-    except LeakageError as error:
+    except (LeakageError, TalkLeakageError) as error:
         print(f"kws-eval: refused: {error}", file=sys.stderr)
         return 3
     except (ValueError, FileNotFoundError, ModelError, peer.PeerError) as error:

@@ -52,3 +52,29 @@ def rate_at(xs: np.ndarray, ys: np.ndarray, x_max: float) -> float:
     ys = np.asarray(ys, dtype=np.float64)
     ok = xs <= x_max + 1e-12
     return float(ys[ok].min()) if ok.any() else float("nan")
+
+
+def poisson_upper(events: int, confidence: float = 0.95) -> float:
+    """Exact one-sided upper bound on a Poisson mean after observing ``events`` (Garwood).
+
+    Why exact: false alarms on hours of talk are a few counts per keyword, where a normal
+    approximation says nothing useful (0 observed gives ~3.0, not 0). The bound is the mean
+    whose chance of showing ``events`` or fewer is ``1 - confidence``, found by bisection
+    on the Poisson CDF (no SciPy on the device side of the project, and none needed).
+    """
+    if events < 0:
+        raise ValueError(f"a count cannot be negative: {events}")
+    alpha = 1.0 - confidence
+
+    def cdf(mean: float) -> float:
+        term = total = math.exp(-mean)
+        for i in range(1, events + 1):
+            term *= mean / i
+            total += term
+        return total
+
+    low, high = float(events), float(events) + 10.0 * math.sqrt(events + 1) + 10.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) > alpha else (low, middle)
+    return (low + high) / 2

@@ -127,15 +127,19 @@ def _stream_sweeps(result: dict) -> list[tuple[str, dict]]:
     return sweeps + [(f"{b['label']}, one global threshold", b["global"]) for b in result.get("baselines", [])]
 
 
+def _fa_targets(result: dict) -> list[float]:
+    """The false-alarm rates a stream's sweeps report FRR at (noise streams and talk streams differ)."""
+    return [float(a) for a in result["global"]["frr_at_fa"]] or list(FA_TARGETS)
+
+
 def stream_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """FRR at fixed FA/hour and FA/hour at fixed FRR: ours (global and per-keyword thresholds), then each baseline."""
+    targets = _fa_targets(result)
     rows = [
-        [name] + [pct(s["frr_at_fa"][a]) for a in FA_TARGETS] + [_num(s["fa_at_frr"][f]) for f in FRR_TARGETS]
+        [name] + [pct(s["frr_at_fa"][a]) for a in targets] + [_num(s["fa_at_frr"][f]) for f in FRR_TARGETS]
         for name, s in _stream_sweeps(result)
     ]
-    header = (
-        ["detector"] + [f"FRR % @ {a:g} FA/h" for a in FA_TARGETS] + [f"FA/h @ {100 * f:g}% FRR" for f in FRR_TARGETS]
-    )
+    header = ["detector"] + [f"FRR % @ {a:g} FA/h" for a in targets] + [f"FA/h @ {100 * f:g}% FRR" for f in FRR_TARGETS]
     return header, rows
 
 
@@ -150,17 +154,18 @@ def _ratio(numerator: float, denominator: float) -> str:
 def stream_comparison_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """Each baseline against ours as shipped (calibrated): FRR points more at equal FA/h, FA/h ratio at equal FRR."""
     ours = result["calibrated"]
+    targets = _fa_targets(result)
     rows = []
     for b in result.get("baselines", []):
         theirs = b["global"]
         more = []
-        for a in FA_TARGETS:
+        for a in targets:
             x, y = theirs["frr_at_fa"][a], ours["frr_at_fa"][a]
             more.append("n/a" if x is None or y is None else f"{100 * (x - y):+.1f}")
         rows.append([b["label"], *more, *(_ratio(theirs["fa_at_frr"][f], ours["fa_at_frr"][f]) for f in FRR_TARGETS)])
     header = (
         ["baseline vs ours"]
-        + [f"FRR points more @ {a:g} FA/h" for a in FA_TARGETS]
+        + [f"FRR points more @ {a:g} FA/h" for a in targets]
         + [f"FA/h ratio @ {100 * f:g}% FRR" for f in FRR_TARGETS]
     )
     return header, rows
@@ -296,3 +301,53 @@ def append_benchmarks(path: Path, section: str) -> None:
     benchmarks_file.append_section(
         path, section, "# Benchmarks\n\nDated measurements; newest last. Each section names its command and machine.\n"
     )
+
+
+def talk_keyword_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Per keyword on the talk stream: as enrolled (FRR, false alarms, FA/h and its bound, worst source), then
+    its own FRR at each false-alarm rate with its threshold swept alone."""
+    targets = _fa_targets(result)
+    rows = []
+    for name, r in result["per_keyword"].items():
+        worst = next(iter(r["fa_sources"]), "-")
+        rows.append(
+            [name, pct(r["frr"]), str(r["false_alarms"]), _num(r["fa_per_hour"]), _num(r["fa_per_hour_upper95"]), worst]
+            + [pct(r["frr_at_fa"][a]) for a in targets]
+        )
+    header = ["keyword", "FRR % as enrolled", "false alarms", "FA/h", "FA/h 95% upper", "most from"]
+    return header + [f"own FRR % @ {a:g} FA/h" for a in targets], rows
+
+
+def talk_lines(result: dict) -> list[str]:
+    """The markdown section of the real-talk stream."""
+    c, point = result["config"], result["as_enrolled"]
+    spread = point["spread"]
+    sources = ", ".join(f"{k} {v}" for k, v in point["fa_sources"].items()) or "none"
+    languages = ", ".join(f"{s.split(':')[-1]} {v['hours']:.2f} h" for s, v in sorted(result["talk_sources"].items()))
+    lines = [
+        "",
+        "### Real-talk false alarms",
+        "",
+        f"{len(result['keywords'])} personal keywords (FSDD digits, each enrolled by one speaker from "
+        f"{c['enroll_takes']} takes with `Spotter.enroll`), {result['target_occurrences']} of their other takes "
+        f"spliced into {result['talk_hours']:.2f} h of real continuous talk ({result['talk_files']} files of the "
+        f"evaluation part of `real_speech`, languages no training or bank heard: {languages}), "
+        f"{result['no_pause_occurrences']} of them straight after talk with no pause, and "
+        f"{result['own_voice_words']} other words of the enrolling speakers as negatives; "
+        f"{result['stream_hours']:.2f} h stream, {result['negative_hours_per_keyword']:.2f} keyword-free hours per "
+        f"keyword. The device's detector in {c['chunk_seconds']:g} s chunks (real-time factor "
+        f"{result['realtime_factor']:.3f}); hit: a detection within [start, end + {c['tolerance_seconds']:g} s]. "
+        f"FRR at a false-alarm rate: the best over one global threshold, and over one offset from every keyword's "
+        f"enrolled threshold (pooled over keywords).",
+        "",
+        markdown_table(*stream_rows(result)),
+        "",
+        f"As enrolled: FRR {100 * point['frr']:.1f}%, {point['false_alarms']} false alarms in "
+        f"{point['keyword_hours']:.1f} keyword-hours = {point['fa_per_hour']:.2f} FA/h per keyword "
+        f"(95% upper bound {point['fa_per_hour_upper95']:.2f}); across keywords {spread['min']:.2f} to "
+        f"{spread['max']:.2f} FA/h (median {spread['median']:.2f}; {spread['above_1_per_hour']} above 1/h, "
+        f"{spread['above_0_5_per_hour']} above 0.5/h; worst `{spread['worst']}`). False alarms came from: {sources}.",
+        "",
+        markdown_table(*talk_keyword_rows(result)),
+    ]
+    return lines + stream_baseline_lines(result)

@@ -39,7 +39,7 @@ from trainer.augment import active_power
 from trainer.evaluation import peer
 from trainer.evaluation.dtw import DTW_LABEL, NUM_CEPS, dct_matrix, subsequence_dtw_windows
 from trainer.evaluation.forked import fork_imap, shared
-from trainer.evaluation.streaming import RATE, KeywordPlan, KeywordWindows, Trace, sweep, threshold_grid
+from trainer.evaluation.streaming import FA_TARGETS, RATE, KeywordPlan, KeywordWindows, Trace, sweep, threshold_grid
 
 DTW_MEAN_SECONDS = 3.0  # the running cepstral mean looks this far back
 DTW_HOP_SECONDS = 0.1
@@ -203,10 +203,12 @@ def peer_traces(venv, audio: np.ndarray, plans: Sequence[KeywordPlan], workers: 
     return traces
 
 
-def summarise_baseline(baseline: BaselineTrace, windows: Sequence[KeywordWindows]) -> dict:
+def summarise_baseline(
+    baseline: BaselineTrace, windows: Sequence[KeywordWindows], fa_targets: Sequence[float] = FA_TARGETS
+) -> dict:
     """The baseline's FRR / false-alarm sweep over one global threshold, and how it ran."""
     trace = baseline.trace
-    result = sweep(trace, windows, threshold_grid(trace, windows), baseline.refractory)
+    result = sweep(trace, windows, threshold_grid(trace, windows), baseline.refractory, fa_targets=fa_targets)
     return {
         "label": baseline.label,
         "detector": baseline.detector,

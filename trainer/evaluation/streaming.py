@@ -115,6 +115,8 @@ class Trace:
     detections: dict[str, list[float]] = field(default_factory=dict)  # what the permissive pass emitted
     encoder_runs: int = 0
     seconds: float = 0.0  # processing time
+    embeddings: np.ndarray | None = None  # [H, D] float16 per hop (NaN where the energy gate skipped it), on request
+    prototypes: list[np.ndarray] | None = None  # each keyword's prototypes, with ``embeddings``
 
 
 # ---------------------------------------------------------------------------------------
@@ -257,19 +259,46 @@ def choose_negatives(
 # ---------------------------------------------------------------------------------------
 
 
+class _RecordingEncoder:
+    """The detector's encoder, keeping the last embedding it made (for second-stage experiments)."""
+
+    def __init__(self, encoder) -> None:
+        self._encoder = encoder
+        self.last: np.ndarray | None = None
+
+    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
+        self.last = self._encoder.embed_frames(frames)
+        return self.last
+
+    def __getattr__(self, name: str):
+        return getattr(self._encoder, name)
+
+
 class TracingDetector(StreamingDetector):
-    """The device's detector, unchanged, recording each hop's time and smoothed scores."""
+    """The device's detector, unchanged, recording each hop's time and smoothed scores (and embeddings on request)."""
+
+    def __init__(self, encoder, keywords, settings, keep_embeddings: bool = False) -> None:
+        self.recorder = _RecordingEncoder(encoder) if keep_embeddings else None
+        super().__init__(self.recorder or encoder, keywords, settings)
 
     def reset(self) -> None:
         super().reset()
         self.trace_times: list[float] = []
         self.trace_scores: list[np.ndarray] = []
+        self.trace_embeddings: list[np.ndarray] = []
         self.fired: dict[str, list[float]] = defaultdict(list)  # hop time of every detection it made
 
     def _evaluate(self, window_frames: np.ndarray, now: float) -> list:
+        if self.recorder is not None:
+            self.recorder.last = None
         detections = super()._evaluate(window_frames, now)
         self.trace_times.append(now)
         self.trace_scores.append(np.array(self.last_scores, dtype=np.float64))
+        if self.recorder is not None:
+            last = self.recorder.last
+            self.trace_embeddings.append(
+                np.full(self.encoder.embedding_size, np.nan, np.float16) if last is None else last.astype(np.float16)
+            )
         for d in detections:
             self.fired[d.keyword].append(now)
         return detections
@@ -308,7 +337,13 @@ def enroll_keywords(spotter, plans: Sequence[KeywordPlan]) -> dict[str, dict]:
     return report
 
 
-def run_detector(model_path: Path, plans: Sequence[KeywordPlan], stream: TestStream, chunk_seconds: float = 0.1):
+def run_detector(
+    model_path: Path,
+    plans: Sequence[KeywordPlan],
+    stream: TestStream,
+    chunk_seconds: float = 0.1,
+    keep_embeddings: bool = False,
+):
     """Enroll in a temporary store, then feed the stream in chunks; returns (trace, enrollment report)."""
     from device.spotter import Spotter
 
@@ -318,7 +353,7 @@ def run_detector(model_path: Path, plans: Sequence[KeywordPlan], stream: TestStr
         enrollment = enroll_keywords(spotter, plans)
         keywords = list(spotter.store.keywords.values())
         permissive = [replace(k, threshold=k.threshold + PERMISSIVE_OFFSET) for k in keywords]
-        detector = TracingDetector(spotter.encoder, permissive, settings)
+        detector = TracingDetector(spotter.encoder, permissive, settings, keep_embeddings)
     chunk = max(1, int(chunk_seconds * RATE))
     started = time.perf_counter()
     bar = tqdm(total=round(stream.seconds), desc="streaming", unit="s audio", leave=False)
@@ -335,6 +370,8 @@ def run_detector(model_path: Path, plans: Sequence[KeywordPlan], stream: TestStr
         dict(detector.fired),
         detector.encoder_runs,
         time.perf_counter() - started,
+        np.stack(detector.trace_embeddings) if keep_embeddings else None,
+        [k.prototype_matrix() for k in keywords] if keep_embeddings else None,
     )
     return trace, enrollment
 
@@ -421,6 +458,7 @@ def sweep(
     thresholds: np.ndarray,
     refractory: float,
     per_keyword_base: bool = False,
+    fa_targets: Sequence[float] = FA_TARGETS,
 ) -> dict:
     """FRR and FA/hour at each threshold (global), or at each offset from every keyword's own threshold."""
     negative_seconds = sum(w.negative_seconds for w in windows)
@@ -440,7 +478,7 @@ def sweep(
         "thresholds": thresholds,
         "frr": frrs,
         "fa_per_hour": fas,
-        "frr_at_fa": {a: rate_at(fas, frrs, a) for a in FA_TARGETS},
+        "frr_at_fa": {a: rate_at(fas, frrs, a) for a in fa_targets},
         "fa_at_frr": {f: rate_at(frrs, fas, f) for f in FRR_TARGETS},
     }
 

@@ -25,8 +25,12 @@ from trainer.evaluation.fewshot import EmbeddingScorer, FewShotConfig, evaluate,
 from trainer.evaluation.report import pct
 from trainer.evaluation.stream_baselines import dtw_trace, peer_traces, summarise_baseline
 from trainer.evaluation.streaming import (
+    FA_TARGETS,
+    KeywordPlan,
+    KeywordWindows,
     StreamConfig,
     StreamItem,
+    Trace,
     build_stream,
     choose_negatives,
     keyword_windows,
@@ -35,6 +39,16 @@ from trainer.evaluation.streaming import (
     score_distributions,
     summarise,
 )
+from trainer.evaluation.talk import (
+    TALK_FA_TARGETS,
+    TalkPiece,
+    TalkStreamConfig,
+    build_talk_stream,
+    choose_talk,
+    own_voice_items,
+    summarise_talk,
+)
+from trainer.real_speech import assert_talk_disjoint, talk_files
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +158,33 @@ def fewshot_tasks(
     return tasks
 
 
+def stream_baselines(
+    names: Sequence[str],
+    audio: np.ndarray,
+    enrolled: Sequence[KeywordPlan],
+    manifest,
+    windows: Sequence[KeywordWindows],
+    refractory: float,
+    peer_venv: Path | None = None,
+    workers: int = 0,
+    fa_targets: Sequence[float] = FA_TARGETS,
+) -> list[dict]:
+    """Each named baseline (``dtw``, ``peer``) over the stream with the takes the device accepted, summarised."""
+    summaries = []
+    for name in names:
+        if name == "dtw":
+            traces = [
+                dtw_trace(audio, enrolled, manifest.frontend, manifest.window_frames, refractory, workers=workers)
+            ]
+        elif name == "peer":
+            traces = peer_traces(peer_venv, audio, enrolled, workers)
+        else:
+            raise ValueError(f"unknown stream baseline {name!r}: use dtw, peer")
+        summaries += [summarise_baseline(baseline, windows, fa_targets) for baseline in traces]
+        tqdm.write(f"  stream baseline {name}: {traces[0].trace.seconds:.0f} s")
+    return summaries
+
+
 def run_stream(
     model_path: Path,
     keyword_clips: Sequence[Clip],
@@ -201,20 +242,9 @@ def run_stream(
     summary = summarise(trace, windows, stream, config, refractory)
     by_name = {p.name: p for p in plans}
     enrolled = [by_name[name] for name in trace.names]  # the keywords the device enrolled, in the trace's order
-    summary["baselines"] = []
-    for name in baselines:
-        if name == "dtw":
-            traces = [
-                dtw_trace(
-                    stream.audio, enrolled, manifest.frontend, manifest.window_frames, refractory, workers=workers
-                )
-            ]
-        elif name == "peer":
-            traces = peer_traces(peer_venv, stream.audio, enrolled, workers)
-        else:
-            raise ValueError(f"unknown stream baseline {name!r}: use dtw, peer")
-        summary["baselines"] += [summarise_baseline(baseline, windows) for baseline in traces]
-        tqdm.write(f"  stream baseline {name}: {traces[0].trace.seconds:.0f} s")
+    summary["baselines"] = stream_baselines(
+        baselines, stream.audio, enrolled, manifest, windows, refractory, peer_venv, workers
+    )
     summary["enrollment"] = enrollment
     summary["guard"] = checked
     summary["negative_sources"] = {
@@ -223,3 +253,69 @@ def run_stream(
     }
     distributions = score_distributions(trace, windows, stream.events, config.tolerance_seconds)
     return summary, distributions
+
+
+def run_talk_stream(
+    model_path: Path,
+    keyword_clips: Sequence[Clip],
+    talk_root: Path,
+    cache: AudioCache,
+    config: TalkStreamConfig,
+    refractory: float,
+    baselines: Sequence[str] = (),
+    peer_venv: Path | None = None,
+    workers: int = 0,
+    keep_embeddings: bool = False,
+) -> tuple[dict, Trace, list[KeywordWindows]]:
+    """Keywords spliced into the evaluation part of the real-talk corpus, ours and the baselines on it.
+
+    Two guards run first: the keyword takes against the model's training clips (as on the
+    noise streams), and the talk the model's negative bank and training used against the
+    evaluation talk (``assert_talk_disjoint``): a false-alarm rate on talk the bank holds
+    would be a rate on memory.
+    """
+    manifest = load_manifest(model_path)
+    trained_talk = list(manifest.training.get("negative_bank", {}).get("talk_files", []))
+    trained_talk += [str(i) for i in guard.training_clip_ids(manifest.training, model_path) or []]
+    assert_talk_disjoint(trained_talk, talk_root)
+    rng = np.random.default_rng([config.seed, 5])
+    audio = cache.get(keyword_clips, "decoding keyword set")
+    words = np.array([c.word for c in keyword_clips])
+    speakers = np.array([c.speaker_key for c in keyword_clips])
+    plan_config = StreamConfig(
+        mode=config.mode,
+        keywords=config.keywords,
+        enroll_takes=config.enroll_takes,
+        occurrences=config.occurrences,
+        seed=config.seed,
+    )
+    plans, used = plan_keywords(words, speakers, audio, plan_config)
+    checked = guard.check([keyword_clips[i] for i in used], manifest.training, model_path, True)
+    own = own_voice_items(words, speakers, audio, plans, set(used.tolist()), config.own_voice_words, rng)
+    files = choose_talk(talk_files(talk_root, "eval"), config.talk_seconds, rng)
+    talk = [
+        TalkPiece(f, a)
+        for f, a in zip(files, load_audios([f.path for f in files], workers, "decoding talk"), strict=True)
+    ]
+    items = [t for p in plans for t in p.targets] + own
+    stream = build_talk_stream(talk, [items[i] for i in rng.permutation(len(items))], config, rng)
+    del talk
+    tqdm.write(
+        f"  talk stream: {stream.seconds / 3600:.2f} h ({len(files)} talk files), "
+        f"{sum(len(p.targets) for p in plans)} keyword occurrences of {len(plans)} keywords, {len(own)} own-voice words"
+    )
+    trace, enrollment = run_detector(model_path, plans, stream, config.chunk_seconds, keep_embeddings)
+    word_of = {p.name: p.word for p in plans}
+    windows = [
+        keyword_windows(stream.events, name, word_of[name], stream.seconds + 1.0, config.tolerance_seconds)
+        for name in trace.names
+    ]
+    summary = summarise_talk(trace, windows, stream, config, refractory)
+    by_name = {p.name: p for p in plans}
+    enrolled = [by_name[name] for name in trace.names]
+    summary["baselines"] = stream_baselines(
+        baselines, stream.audio, enrolled, manifest, windows, refractory, peer_venv, workers, TALK_FA_TARGETS
+    )
+    summary["enrollment"] = enrollment
+    summary["guard"] = {**checked, "talk_files_checked": len(trained_talk)}
+    return summary, trace, windows
