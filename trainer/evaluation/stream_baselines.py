@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from device.frontend import FrontendConfig, log_mel
+from device.frontend import FrontendConfig, LogMelStream
 from device.noise import coloured_noise
 from device.vad import speech_bounds
 from trainer.augment import active_power
@@ -70,7 +70,16 @@ def running_mean_removed(features: np.ndarray, frames: int) -> np.ndarray:
 
 def stream_ceps(audio: np.ndarray, frontend: FrontendConfig, mean_seconds: float = DTW_MEAN_SECONDS) -> np.ndarray:
     """``[frames, 13]`` stream MFCCs on the device's frames (frame ``i`` starts at ``i`` hops), running mean removed."""
-    ceps = log_mel(np.asarray(audio, np.float32), frontend) @ dct_matrix(frontend.num_mels, NUM_CEPS)
+    # fed a minute at a time (the streaming frontend gives the same frames for any chunking): one
+    # call over hours of audio would frame and FFT all of it at once, tens of gigabytes
+    mel = LogMelStream(frontend)
+    dct = dct_matrix(frontend.num_mels, NUM_CEPS)
+    block = 60 * frontend.sample_rate
+    samples = np.asarray(audio, np.float32)
+    ceps = np.concatenate(
+        [mel.feed(samples[i : i + block]) @ dct for i in range(0, len(samples), block)]
+        or [np.zeros((0, NUM_CEPS), np.float32)]
+    )
     frames = max(1, round(mean_seconds * frontend.sample_rate / frontend.hop_samples))
     return running_mean_removed(ceps, frames)
 
