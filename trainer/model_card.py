@@ -22,9 +22,16 @@ def _bank_row(manifest: ModelManifest) -> str:
     bank = manifest.training.get("negative_bank")
     if not bank:
         return f"`{manifest.negatives_file}`" if manifest.negatives_file else "none"
+    talk = int(bank.get("talk_windows", 0))
+    talk_part = (
+        f", {talk} windows (every 0.1 s) of real talk from {len(bank.get('talk_files', []))} files of the training "
+        "part of `real_speech` (`kws-train talk-bank`)"
+        if talk
+        else ""
+    )
     return (
         f"`{manifest.negatives_file}`: {bank['windows']} windows, {bank['isolated_word_windows']} of them TTS words "
-        "said alone in room noise (enrollment sets each threshold just under the closest ten)"
+        f"said alone in room noise{talk_part} (enrollment sets each threshold just under the closest ten)"
     )
 
 
