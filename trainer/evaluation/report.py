@@ -338,7 +338,8 @@ def talk_lines(result: dict) -> list[str]:
         f"keyword. The device's detector in {c['chunk_seconds']:g} s chunks (real-time factor "
         f"{result['realtime_factor']:.3f}); hit: a detection within [start, end + {c['tolerance_seconds']:g} s]. "
         f"FRR at a false-alarm rate: the best over one global threshold, and over one offset from every keyword's "
-        f"enrolled threshold (pooled over keywords).",
+        f"enrolled threshold (pooled over keywords). Talk guard: the {result['guard'].get('talk_files_checked', 0)} "
+        "talk files and clip ids the model's bank and training list hold no evaluation talk.",
         "",
         markdown_table(*stream_rows(result)),
         "",
