@@ -187,7 +187,7 @@ def test_a_short_talk_run_reports_every_keyword_and_traces_every_false_alarm(tmp
     talk = json.loads((out / "talk.json").read_text())["talk"]
     assert len(talk["per_keyword"]) == 2 and talk["target_occurrences"] == 8
     assert (
-        talk["talk_hours"] >= 2 / 60
+        talk["talk_hours"] >= 0.8 * 2 / 60  # no-pause splices cut trailing silence
         and set(talk["talk_sources"])
         and all(s.startswith("talk:") for s in talk["talk_sources"])
     )

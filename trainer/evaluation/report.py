@@ -129,7 +129,8 @@ def _stream_sweeps(result: dict) -> list[tuple[str, dict]]:
 
 def _fa_targets(result: dict) -> list[float]:
     """The false-alarm rates a stream's sweeps report FRR at (noise streams and talk streams differ)."""
-    return [float(a) for a in result["global"]["frr_at_fa"]] or list(FA_TARGETS)
+    sweep = result.get("global") or result.get("calibrated") or {}
+    return [float(a) for a in sweep.get("frr_at_fa", {})] or list(FA_TARGETS)
 
 
 def stream_rows(result: dict) -> tuple[list[str], list[list[str]]]:
