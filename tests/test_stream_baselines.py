@@ -112,10 +112,14 @@ def test_comparison_rows_by_hand():
     assert rows == [["DTW", "+50.0", "+50.0", "n/a", "+5.0", "ours 0", "2.5x", "n/a"]]
 
     result["baselines"][0].update(detector="1.2 s every 0.1 s", windows_scored=10, processing_seconds=1.0)
-    result["peer_skipped"] = "no EfficientWord-Net venv at /x (make install-peer)"
+    result["baselines_skipped"] = [
+        "EfficientWord-Net: no EfficientWord-Net venv at /x (make install-peer)",
+        "local-wake: no local-wake venv at /y (make install-localwake)",
+    ]
     text = "\n".join(report.stream_baseline_lines(result))
     assert "- DTW: 1.2 s every 0.1 s; 10 windows scored" in text and "| DTW | +50.0 |" in text
     assert "EfficientWord-Net not streamed: no EfficientWord-Net venv at /x (make install-peer)." in text
+    assert "local-wake not streamed: no local-wake venv at /y (make install-localwake)." in text
 
 
 def test_fewshot_differences_by_hand():

@@ -31,7 +31,7 @@ import numpy as np
 
 from device.detector import DetectorSettings
 from device.manifest import ModelError, load_manifest
-from trainer.evaluation import peer, report, synth_set
+from trainer.evaluation import localwake, peer, report, synth_set
 from trainer.evaluation.data import REPO_ROOT, default_model_path, load_noise, read_clips, shared_data, shared_root
 from trainer.evaluation.dtw import DTW_LABEL
 from trainer.evaluation.embedders import EmbedderSpec
@@ -43,6 +43,12 @@ from trainer.evaluation.suite import run_stream as run_stream_suite
 from trainer.evaluation.suite import run_talk_stream as run_talk_suite
 from trainer.evaluation.talk import TalkStreamConfig
 from trainer.real_speech import TalkLeakageError
+
+STREAM_BASELINES = {  # name: (label, why it cannot run here or None)
+    "dtw": (DTW_LABEL, None),
+    "peer": (peer.PEER_LABEL, peer.unavailable),
+    "localwake": (localwake.LOCALWAKE_LABEL, localwake.unavailable),
+}
 
 TEACHER_README = (
     "speech embedding README (same protocol): FSDD 5-shot same 98.3, cross 88.1; SC 1/3/5-shot 74.4/88.6/91.3"
@@ -301,6 +307,36 @@ def _fewshot_set(run: Run, cache: AudioCache, noise, name: str, dataset: Path, w
     run.fewshot += run_fewshot(bank, tasks, methods, run.args.workers, run.args.dtw_band)
 
 
+STREAM_BASELINE_HELP = (
+    "dtw (MFCC+DTW), peer (EfficientWord-Net, make install-peer), localwake (local-wake, make install-localwake); "
+    "'' for none; one not installed is skipped with a line saying why"
+)
+
+
+def _installed_baselines(names: str, args: argparse.Namespace, where: str) -> tuple[list[str], list[str]]:
+    """The comma-separated stream baselines that can run here, and one line for each that cannot.
+
+    The peers live in their own venvs (``make install-peer``, ``make install-localwake``); a
+    missing one is reported, not fatal, so ``make eval`` runs on a machine that has neither.
+    """
+    baselines, skipped = [], []
+    for name in (n for n in names.split(",") if n):
+        if name not in STREAM_BASELINES:
+            raise SystemExit(f"unknown stream baseline {name!r}: use {', '.join(STREAM_BASELINES)}")
+        label, unavailable = STREAM_BASELINES[name]
+        reason = unavailable(_venvs(args).get(name)) if unavailable else None
+        if reason:
+            print(f"kws-eval: {where} without {label}: {reason}", file=sys.stderr)
+            skipped.append(f"{label}: {reason}")
+        else:
+            baselines.append(name)
+    return baselines, skipped
+
+
+def _venvs(args: argparse.Namespace) -> dict[str, Path]:
+    return {"peer": args.peer_venv, "localwake": args.localwake_venv}
+
+
 def _stream(run: Run, cache: AudioCache, noise, config: StreamConfig, dataset: Path, negatives: Path | None) -> None:
     keyword_clips = read_clips(dataset, "reserved")
     negative_clips = []
@@ -311,16 +347,12 @@ def _stream(run: Run, cache: AudioCache, noise, config: StreamConfig, dataset: P
         cap = min(len(pool), run.args.negative_pool)
         negative_clips = [pool[i] for i in sorted(rng.choice(len(pool), cap, replace=False))]
     refractory = DetectorSettings().refractory_seconds
-    baselines = [b for b in run.args.stream_baselines.split(",") if b]
-    peer_skipped = peer.unavailable(run.args.peer_venv) if "peer" in baselines else None
-    if peer_skipped:
-        print(f"kws-eval: streaming without {peer.PEER_LABEL}: {peer_skipped}", file=sys.stderr)
-        baselines.remove("peer")
+    baselines, skipped = _installed_baselines(run.args.stream_baselines, run.args, "streaming")
     summary, (positives, negative_peaks, noise_hops) = run_stream_suite(
         run.args.model, keyword_clips, negative_clips, noise, cache, config, refractory,
-        baselines=baselines, peer_venv=run.args.peer_venv, workers=run.args.workers,
+        baselines=baselines, venvs=_venvs(run.args), workers=run.args.workers,
     )  # fmt: skip
-    summary["peer_skipped"] = peer_skipped
+    summary["baselines_skipped"] = skipped
     run.checks["stream keywords"] = {"ours": summary["guard"]}
     summary["negative_pool"] = f"`{negatives.name}` ({run.args.negative_words})" if negative_clips else "nowhere"
     run.stream = summary
@@ -340,17 +372,13 @@ def _talk(run: Run, cache: AudioCache, config: TalkStreamConfig, dataset: Path, 
         print(f"kws-eval: skipping the real-talk stream: {reason}", file=sys.stderr)
         run.skipped.append(f"real-talk stream: {reason}")
         return
-    baselines = [b for b in run.args.talk_baselines.split(",") if b]
-    peer_skipped = peer.unavailable(run.args.peer_venv) if "peer" in baselines else None
-    if peer_skipped:
-        print(f"kws-eval: real talk without {peer.PEER_LABEL}: {peer_skipped}", file=sys.stderr)
-        baselines.remove("peer")
+    baselines, skipped = _installed_baselines(run.args.talk_baselines, run.args, "real talk")
     summary, _, _ = run_talk_suite(
         run.args.model, read_clips(dataset, "reserved"), talk_root, cache, config,
-        DetectorSettings().refractory_seconds, baselines=baselines, peer_venv=run.args.peer_venv,
+        DetectorSettings().refractory_seconds, baselines=baselines, venvs=_venvs(run.args),
         workers=run.args.workers,
     )  # fmt: skip
-    summary["peer_skipped"] = peer_skipped
+    summary["baselines_skipped"] = skipped
     run.checks["talk keywords"] = {"ours": summary["guard"]}
     run.talk = summary
     det = run.results / f"talk_{dataset.name}_det.png"
@@ -480,6 +508,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peer-venv", type=Path, default=peer.default_venv(), help="EfficientWord-Net venv (make install-peer)"
     )
+    parser.add_argument(
+        "--localwake-venv",
+        type=Path,
+        default=localwake.default_venv(),
+        help="local-wake venv (make install-localwake)",
+    )
     parser.add_argument("--noise", type=Path, default=shared_data("background_noise"), help="background-noise wavs")
     parser.add_argument("--results", type=Path, default=REPO_ROOT / "build" / "eval", help="output folder")
     parser.add_argument("--seed", type=int, default=0)
@@ -512,8 +546,8 @@ def _stream_options(parser: argparse.ArgumentParser, negative_minutes: float) ->
     )
     parser.add_argument(
         "--stream-baselines",
-        default="dtw,peer",
-        help="baselines run on the same stream: dtw, peer (EfficientWord-Net, when installed); '' for none",
+        default="dtw,peer,localwake",
+        help="baselines run on the same stream: " + STREAM_BASELINE_HELP,
     )
 
 
@@ -531,8 +565,8 @@ def _talk_options(parser: argparse.ArgumentParser, everything: bool) -> None:
     parser.add_argument("--talk-occurrences", type=int, default=20, help="occurrences per keyword in the talk")
     parser.add_argument(
         "--talk-baselines",
-        default="dtw,peer",
-        help="baselines on the talk stream: dtw, peer (EfficientWord-Net, when installed); '' for none",
+        default="dtw,peer,localwake",
+        help="baselines on the talk stream: " + STREAM_BASELINE_HELP,
     )
 
 

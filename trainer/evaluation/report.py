@@ -188,8 +188,9 @@ def stream_baseline_lines(result: dict) -> list[str]:
             for b in baselines
         ]
         lines += ["", markdown_table(*stream_comparison_rows(result))]
-    if result.get("peer_skipped"):
-        lines += ["", f"EfficientWord-Net not streamed: {result['peer_skipped']}."]
+    for skipped in result.get("baselines_skipped", []):
+        label, _, reason = skipped.partition(": ")
+        lines += ["", f"{label} not streamed: {reason}."]
     lines += [
         "",
         "Not streamed: the teacher (~550 M MACs per second of audio; a training-time tool, not a device detector).",

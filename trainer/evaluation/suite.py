@@ -22,6 +22,7 @@ from trainer.evaluation.data import ItemBank, load_audios, noise_windows, throug
 from trainer.evaluation.dtw import DTWScorer, mfcc
 from trainer.evaluation.embedders import EmbedderSpec, embed_all
 from trainer.evaluation.fewshot import EmbeddingScorer, FewShotConfig, evaluate, sample_episodes
+from trainer.evaluation.localwake import localwake_traces
 from trainer.evaluation.report import pct
 from trainer.evaluation.stream_baselines import dtw_trace, peer_traces, summarise_baseline
 from trainer.evaluation.streaming import (
@@ -165,11 +166,15 @@ def stream_baselines(
     manifest,
     windows: Sequence[KeywordWindows],
     refractory: float,
-    peer_venv: Path | None = None,
+    venvs: dict[str, Path] | None = None,
     workers: int = 0,
     fa_targets: Sequence[float] = FA_TARGETS,
 ) -> list[dict]:
-    """Each named baseline (``dtw``, ``peer``) over the stream with the takes the device accepted, summarised."""
+    """Each named baseline (``dtw``, ``peer``, ``localwake``) over the stream with the takes the device accepted.
+
+    ``venvs`` maps a peer's name to its venv (default: where its install script puts it).
+    """
+    venvs = venvs or {}
     summaries = []
     for name in names:
         if name == "dtw":
@@ -177,9 +182,11 @@ def stream_baselines(
                 dtw_trace(audio, enrolled, manifest.frontend, manifest.window_frames, refractory, workers=workers)
             ]
         elif name == "peer":
-            traces = peer_traces(peer_venv, audio, enrolled, workers)
+            traces = peer_traces(venvs.get("peer"), audio, enrolled, workers)
+        elif name == "localwake":
+            traces = localwake_traces(venvs.get("localwake"), audio, enrolled, workers)
         else:
-            raise ValueError(f"unknown stream baseline {name!r}: use dtw, peer")
+            raise ValueError(f"unknown stream baseline {name!r}: use dtw, peer, localwake")
         summaries += [summarise_baseline(baseline, windows, fa_targets) for baseline in traces]
         tqdm.write(f"  stream baseline {name}: {traces[0].trace.seconds:.0f} s")
     return summaries
@@ -195,7 +202,7 @@ def run_stream(
     refractory: float,
     claims_unseen_words: bool = True,
     baselines: Sequence[str] = (),
-    peer_venv: Path | None = None,
+    venvs: dict[str, Path] | None = None,
     workers: int = 0,
 ) -> tuple[dict, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Plan keywords, build the stream, enroll, run the detector, score; returns the summary and score samples.
@@ -243,7 +250,7 @@ def run_stream(
     by_name = {p.name: p for p in plans}
     enrolled = [by_name[name] for name in trace.names]  # the keywords the device enrolled, in the trace's order
     summary["baselines"] = stream_baselines(
-        baselines, stream.audio, enrolled, manifest, windows, refractory, peer_venv, workers
+        baselines, stream.audio, enrolled, manifest, windows, refractory, venvs, workers
     )
     summary["enrollment"] = enrollment
     summary["guard"] = checked
@@ -263,7 +270,7 @@ def run_talk_stream(
     config: TalkStreamConfig,
     refractory: float,
     baselines: Sequence[str] = (),
-    peer_venv: Path | None = None,
+    venvs: dict[str, Path] | None = None,
     workers: int = 0,
     keep_embeddings: bool = False,
 ) -> tuple[dict, Trace, list[KeywordWindows]]:
@@ -314,7 +321,7 @@ def run_talk_stream(
     by_name = {p.name: p for p in plans}
     enrolled = [by_name[name] for name in trace.names]
     summary["baselines"] = stream_baselines(
-        baselines, stream.audio, enrolled, manifest, windows, refractory, peer_venv, workers, TALK_FA_TARGETS
+        baselines, stream.audio, enrolled, manifest, windows, refractory, venvs, workers, TALK_FA_TARGETS
     )
     summary["enrollment"] = enrollment
     summary["guard"] = {**checked, "talk_files_checked": len(trained_talk)}
