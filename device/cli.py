@@ -106,6 +106,7 @@ examples:
   kws enroll "lights on" a.wav b.wav c.wav --replace   # enroll it afresh
   kws enroll "hey jasper" a.wav b.wav c.wav --not tv.wav jasmine.wav
   kws enroll "hey toaster" --no-keep-takes          # do not keep the audio in the store
+  kws enroll "hej brødrister" --language da         # the phrase's language, for Home Assistant
 """
 
 DETECT_HELP = f"""\
@@ -200,6 +201,7 @@ examples:
   kws set "hey toaster" --sensitivity 0.7       # fires more readily (more false alarms)
   kws set "hey toaster" --sensitivity 0.3       # fires less readily (more misses)
   kws set "hey toaster" --sensitivity default   # back to the config's default
+  kws set "hola tostadora" --language es        # what `kws serve` tells Home Assistant
   kws set "hey toaster" --not tv-ad.wav kws-clips/kws-20261205-*-hey_toaster-detection-*.wav
 """
 
@@ -280,6 +282,18 @@ def sensitivity_value(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: a number between 0 and 1 (0.5 = as calibrated)") from error
 
 
+def language_value(text: str) -> str | None:
+    """argparse type for ``--language``: a BCP 47 tag (as it is usually cased), or "none" to clear it."""
+    from device.enroll import EnrollmentError, check_language
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return check_language(text)
+    except EnrollmentError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def stored_sensitivity_value(text: str) -> float | None:
     """argparse type for `kws set --sensitivity`: a number in [0, 1], or "default" to clear it."""
     return None if text.strip().lower() == "default" else sensitivity_value(text)
@@ -343,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="recordings that must not fire it (they raise its threshold)",
     )
+    p.add_argument(
+        "--language",
+        type=language_value,
+        metavar="TAG",
+        help="the phrase's language as a BCP 47 tag (en, de, pt-BR), reported to Home Assistant",
+    )
     p.add_argument("--no-keep-takes", action="store_true", help="do not keep the takes' audio in the store")
     p.add_argument("--takes", type=int, default=5, metavar="N", help="takes to record from the microphone (5)")
     p.add_argument("--device", metavar="N", help="input device index or name part (see `kws devices`)")
@@ -385,6 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         default=argparse.SUPPRESS,  # absent, not None: None is "default", which clears it
         help="0..1 (0.5 = as calibrated, higher = more sensitive), or 'default'",
+    )
+    p.add_argument(
+        "--language",
+        dest="stored_language",
+        type=language_value,
+        metavar="TAG",
+        default=argparse.SUPPRESS,  # absent, not None: None clears it
+        help="the phrase's language as a BCP 47 tag (en, pt-BR), or 'none'",
     )
     p.add_argument(
         "--not",
@@ -461,7 +489,13 @@ def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
         takes = record_takes(spotter, name, args.takes, device, sys.stderr)
     keep = args.settings.keep_takes and not args.no_keep_takes
     keyword = spotter.enroll(
-        name, takes, add=args.add, keep_takes=keep, replace=args.replace, not_files=list(args.not_files)
+        name,
+        takes,
+        add=args.add,
+        keep_takes=keep,
+        replace=args.replace,
+        not_files=list(args.not_files),
+        language=args.language,
     )
     stats = keyword.stats
     prototypes = len(keyword.prototypes)
@@ -684,6 +718,7 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
                 "threshold": k.threshold,
                 "prototypes": len(k.prototypes),
                 "sensitivity": k.sensitivity,  # None: the config's default
+                "language": k.language,  # None: not said
                 "encoder_sha256": k.encoder_sha256,
                 "stale": sha is not None and k.encoder_sha256 != sha,
             }
@@ -705,22 +740,28 @@ def cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_set(args: argparse.Namespace, out: TextIO) -> int:
-    from device.store import KeywordStore
+    from device.store import USER_SETTINGS, KeywordStore
 
     store = KeywordStore(args.store_dir)
     name = unicodedata.normalize("NFC", args.name.strip())  # as enrollment stored it
     if name not in store.keywords:
         raise UsageError(f"no keyword named {name!r} in {store.folder} (have: {', '.join(store.names) or 'none'})")
-    if not hasattr(args, "stored_sensitivity") and not args.not_files:
-        raise UsageError("say what to change: --sensitivity S and/or --not FILE... (see `kws set --help`)")
+    settings = {
+        setting: getattr(args, f"stored_{setting}") for setting in USER_SETTINGS if hasattr(args, f"stored_{setting}")
+    }
+    if not settings and not args.not_files:
+        raise UsageError(
+            "say what to change: --sensitivity S, --language TAG and/or --not FILE... (see `kws set --help`)"
+        )
     if args.not_files:
         keyword = _teach_not(args, name, out)
-    if hasattr(args, "stored_sensitivity"):
-        keyword = store.set_sensitivity(name, args.stored_sensitivity)
+    if settings:
+        keyword = store.update_settings(name, **settings)
     effective = args.settings.detector.sensitivity_of(keyword)
     threshold = args.settings.detector.threshold_of(keyword)
     source = "its own" if keyword.sensitivity is not None else "the config's default"
-    print(f"{name!r}: sensitivity {effective:g} ({source}), threshold {threshold:.3f}", file=out)
+    language = f", language {keyword.language}" if keyword.language else ""
+    print(f"{name!r}: sensitivity {effective:g} ({source}), threshold {threshold:.3f}{language}", file=out)
     if "negative_tail" not in keyword.stats:
         log.warning(
             "%r was enrolled before calibration kept its negative-score tail: its threshold moves by a fixed "

@@ -13,6 +13,7 @@ the other words that come closest to it.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -89,6 +90,28 @@ def check_keyword_name(name: str) -> str:
             f"spaces and ' . - _ (starting with a letter or digit, at most {MAX_NAME_CHARACTERS} characters)"
         )
     return name
+
+
+LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")
+
+
+def check_language(tag: str) -> str:
+    """A keyword's language as a BCP 47 tag in its usual case (``en``, ``pt-BR``, ``zh-Hans``), or EnrollmentError.
+
+    Why it is kept at all: the Wyoming ``info`` lists each wake word's languages, and only the
+    user knows what language a phrase they made up is in. The check is shape only (a 2-3 letter
+    language, then up to three subtags), not a registry lookup, so any language can be named.
+    """
+    text = tag.strip() if isinstance(tag, str) else ""
+    if not LANGUAGE_TAG.match(text):
+        raise EnrollmentError(
+            f"language {tag!r:.40} is not a language tag: use a BCP 47 tag such as 'en', 'de', 'pt-BR' or 'zh-Hans'"
+        )
+    first, *rest = text.split("-")
+    cased = [first.lower()]
+    for part in rest:
+        cased.append(part.upper() if len(part) == 2 else part.title() if len(part) == 4 else part.lower())
+    return "-".join(cased)
 
 
 def keyword_key(name: str) -> str:

@@ -27,6 +27,7 @@ from device.enroll import (
     EnrollmentError,
     check_distinct_name,
     check_keyword_name,
+    check_language,
     enroll,
     load_negatives,
     save_takes,
@@ -42,7 +43,7 @@ from device.false_alarms import (
     strongest_window,
 )
 from device.settings import default_model_path, default_store_dir
-from device.store import Keyword, KeywordStore, TakesWriter
+from device.store import USER_SETTINGS, Keyword, KeywordStore, TakesWriter
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +92,22 @@ class Spotter:
         keep_takes: bool = True,
         replace: bool = False,
         not_files: Sequence[str | Path | np.ndarray] = (),
+        language: str | None = None,
     ) -> Keyword:
         """Enroll (or with ``add``, extend) a keyword from wav paths or float arrays at 16 kHz.
 
         A name already enrolled is refused unless ``add`` (more takes) or ``replace`` (start it
         afresh) says which: a silent replacement used to lose a keyword to a typo'd command.
-        ``not_files`` are recordings that must not fire it (see :meth:`teach_not`).
+        ``not_files`` are recordings that must not fire it (see :meth:`teach_not`); ``language`` is
+        the BCP 47 tag of the phrase (:func:`device.enroll.check_language`), None to keep what it had.
         The kept takes go into a new folder committed with the keyword (see :mod:`device.store`), so an
         interruption at any moment leaves the old keyword with its takes or the new one with its takes.
         A name that differs from another keyword's only in case or ``_`` versus space is refused
         (:func:`device.enroll.keyword_key`): the Wyoming server could not tell the two apart.
         """
         check_distinct_name(check_keyword_name(name), self.store.keywords)
-        return self.commit([self.prepare(name, takes, add, keep_takes, replace, not_files)])[0]
+        prepared = self.prepare(name, takes, add, keep_takes, replace, not_files, language=language)
+        return self.commit([prepared])[0]
 
     def teach_not(self, name: str, not_files: Sequence[str | Path | np.ndarray]) -> Keyword:
         """Make recordings that wrongly fired ``name`` its negatives: its threshold moves above them.
@@ -138,6 +142,7 @@ class Spotter:
         replace: bool = False,
         not_files: Sequence[str | Path | np.ndarray] = (),
         keep_not: bool | None = None,
+        language: str | None = None,
     ) -> tuple[Keyword, TakesWriter | None]:
         """The keyword ``enroll`` would store and what writes its takes, without storing anything yet.
 
@@ -148,9 +153,12 @@ class Spotter:
 
         ``keep_not`` (default: ``add``) carries the old keyword's --not negatives over, scored
         again against the new prototypes (from their kept audio when there is some, so also
-        across encoders: ``kws reembed`` passes it); ``replace`` alone starts the keyword afresh.
+        across encoders: ``kws reembed`` passes it), and with them the user's settings
+        (:data:`device.store.USER_SETTINGS`: sensitivity, language), so re-embedding after a model
+        update keeps what the user chose; ``replace`` alone starts the keyword afresh.
         """
         name = check_keyword_name(name)
+        language = None if language is None else check_language(language)
         labelled = [
             (str(t), read_wav(t, self.sample_rate)) if isinstance(t, (str, Path)) else (f"take {i + 1}", t)
             for i, t in enumerate(takes)
@@ -186,6 +194,10 @@ class Spotter:
             keyword, not_files
         )
         keyword = apply_negatives(keyword, windows, self.negatives)
+        if old is not None and carry:
+            keyword = dataclasses.replace(keyword, **{k: getattr(old, k) for k in USER_SETTINGS})
+        if language is not None:
+            keyword = dataclasses.replace(keyword, language=language)
         others = [k for k in self.store.keywords.values() if k.name != name]
         for _, _, message in sounds_like(keyword, others):
             log.warning("%s", message)

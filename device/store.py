@@ -81,12 +81,16 @@ class Keyword:
     takes_dir: str | None = None  # relative to the store, when takes are kept
     # 0..1, set by `kws set NAME --sensitivity S` (None: the config's default; see device.sensitivity)
     sensitivity: float | None = None
+    # BCP 47 tag the user gave (`--language`), reported to Wyoming clients; None: not said
+    language: str | None = None
 
     def prototype_matrix(self) -> np.ndarray:
         return np.asarray(self.prototypes, dtype=np.float32)
 
 
 _FIELDS = {f.name for f in fields(Keyword)}
+# What the user sets on a keyword rather than what enrollment measures (`kws set`): kept by --add and reembed.
+USER_SETTINGS = ("sensitivity", "language")
 _REQUIRED = {f.name for f in fields(Keyword) if f.default is MISSING and f.default_factory is MISSING}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -127,7 +131,7 @@ def _vectors(value: object, what: str) -> list[list[float]]:
 
 def _keyword(record: object) -> Keyword:
     """Check one keyword record field by field; raise ValueError naming the keyword and the field."""
-    from device.enroll import check_keyword_name  # device.enroll imports this module
+    from device.enroll import EnrollmentError, check_keyword_name, check_language  # device.enroll imports this
 
     if not isinstance(record, dict):
         raise ValueError(f"a keyword record is a {type(record).__name__}, not an object")
@@ -187,12 +191,19 @@ def _keyword(record: object) -> Keyword:
     sensitivity = record.get("sensitivity")
     if sensitivity is not None:
         sensitivity = check_sensitivity(sensitivity, f"{label}: sensitivity")
+    language = record.get("language")
+    if language is not None:
+        try:
+            if check_language(language) != language:
+                raise EnrollmentError(f"language {language!r:.40} is not in its usual case")
+        except EnrollmentError as error:
+            raise ValueError(f"{label}: {error}") from None
     takes_dir = record.get("takes_dir")
     if takes_dir is not None:
         parts = PurePosixPath(takes_dir).parts if isinstance(takes_dir, str) else ()
         if len(parts) != 2 or parts[0] != TAKES_FOLDER or parts[1] in (".", "..") or "\\" in takes_dir:
             raise ValueError(f"{label}: takes_dir {takes_dir!r:.70} is not a folder under {TAKES_FOLDER}/")
-    return Keyword(name, prototypes, threshold, sha, takes, stats, takes_dir, sensitivity)
+    return Keyword(name, prototypes, threshold, sha, takes, stats, takes_dir, sensitivity, language)
 
 
 def _parse(raw: bytes) -> _Version:
@@ -421,19 +432,23 @@ class KeywordStore:
             self._clean_up()
         return stored
 
-    def set_sensitivity(self, name: str, sensitivity: float | None) -> Keyword:
-        """Store ``sensitivity`` (0..1; None: back to the config's default) with the keyword; return it as stored.
+    def update_settings(self, name: str, **settings: object) -> Keyword:
+        """Store the user's settings (:data:`USER_SETTINGS`; None: not set) with the keyword; return it as stored.
 
+        ``sensitivity`` is 0..1 (None: back to the config's default), ``language`` a BCP 47 tag.
         Applied to the version on disk under the lock, like every change, so it cannot undo
-        an enrollment another process committed meanwhile.
+        an enrollment another process committed meanwhile; one call is one version.
         """
+        unknown = sorted(set(settings) - set(USER_SETTINGS))
+        if unknown:
+            raise TypeError(f"not a keyword setting: {', '.join(unknown)} (settings: {', '.join(USER_SETTINGS)})")
         with self._lock() if self.folder.is_dir() else nullcontext():
             self._refresh()
             if name not in self.keywords:
                 have = ", ".join(self.names) or "none"
                 raise StoreError(f"no keyword named {name!r} in {self.folder} (have: {have})")
-            keyword = replace(self.keywords[name], sensitivity=sensitivity)
-            self._commit(self.keywords | {name: keyword})
+            keyword = replace(self.keywords[name], **settings)
+            self._commit(self.keywords | {name: keyword})  # its write-time check refuses a bad value
             self._clean_up()
         return keyword
 

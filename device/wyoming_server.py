@@ -20,7 +20,9 @@ Names match by :func:`device.enroll.keyword_key` (case, ``_`` or space, Unicode
 normalisation do not matter), the same rule that keeps enrolled names apart.
 
 Where openWakeWord would drop the connection with an exception we answer instead: an
-unknown name in ``detect`` is logged and ignored, an unsupported audio format gets an
+unknown name in ``detect`` is logged and ignored (one naming only unknown words also gets an
+``error`` event, code ``unknown-wake-word``; the stream goes on, so a word enrolled meanwhile
+fires), an unsupported audio format gets an
 ``error`` event (once per format) and its chunks are dropped, an unreadable event gets an
 ``error`` event and the connection is closed. Nothing a client sends stops the server.
 
@@ -78,6 +80,7 @@ from wyoming.info import Attribution, Describe, Info, WakeModel, WakeProgram
 from wyoming.server import AsyncEventHandler, AsyncServer, AsyncStdioServer
 from wyoming.wake import Detect, Detection, NotDetected
 
+from device.about import DISTRIBUTION, NotInstalledError, package_version, project_url
 from device.audio import AudioError, Resampler, pcm_to_float, to_mono
 from device.detector import Detection as KeywordDetection
 from device.detector import DetectorSettings, StreamingDetector
@@ -90,9 +93,7 @@ from device.store import Keyword, KeywordStore, StoreError, store_version
 
 log = logging.getLogger("device.wyoming_server")  # not "__main__" under python -m
 
-PROGRAM = "fewshot-kws"
-ATTRIBUTION = Attribution(name="fewshot-kws", url="")
-LANGUAGES = ["en"]  # Home Assistant ignores a wake word's languages; an enrolled word is whatever the user said
+PROGRAM = DISTRIBUTION
 POLL_SECONDS = 2.0
 RATES = (4000, 192000)  # accepted client sample rates (Hz)
 MAX_CHANNELS = 32
@@ -105,13 +106,13 @@ DEFAULT_MAX_CONNECTIONS = 64
 EVICTABLE_IDLE_SECONDS = 1.0  # at the connection cap, a connection idle this long makes room for a new one
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
+def _about() -> tuple[str, Attribution]:
+    """The installed version and the attribution Home Assistant shows, from the package's metadata."""
     try:
-        return version("fewshot-kws")
-    except PackageNotFoundError:
-        return "0.1.0"
+        return package_version(), Attribution(name=DISTRIBUTION, url=project_url())
+    except NotInstalledError as error:
+        log.warning("%s: info reports version 'unknown'", error)
+        return "unknown", Attribution(name=DISTRIBUTION, url="")
 
 
 class LockedEncoder:
@@ -307,25 +308,31 @@ class WakeService:
         return self.spotter.new_stream(self.resolve(names)), generation
 
     def info(self) -> Info:
+        """What ``describe`` answers: one wake model per keyword, with the language the user gave (else none).
+
+        Why no language by default: an enrolled phrase is in whatever language the user spoke,
+        which only they know (``kws set NAME --language TAG``); claiming "en" would be a guess.
+        """
         encoder = self.spotter.encoder
+        version, attribution = _about()
         models = [
             WakeModel(
                 name=k.name,
-                attribution=ATTRIBUTION,
+                attribution=attribution,
                 installed=True,
-                description=k.name,
+                description=f"{k.name} (enrolled from {k.takes} takes)",
                 version=k.encoder_sha256[:12],
-                languages=list(LANGUAGES),
+                languages=[k.language] if k.language else [],
                 phrase=k.name,
             )
             for k in self.spotter.store.keywords.values()
         ]
         program = WakeProgram(
             name=PROGRAM,
-            attribution=ATTRIBUTION,
+            attribution=attribution,
             installed=True,
             description=f"Few-shot wake words enrolled on this device (encoder {encoder.sha256[:12]})",
-            version=_version(),
+            version=version,
             models=models,
         )
         return Info(wake=[program])
@@ -448,7 +455,7 @@ class WakeHandler(AsyncEventHandler):
             if Describe.is_type(event.type):
                 await self.write_event(self.service.info().event())
             elif Detect.is_type(event.type):
-                self._detect(Detect.from_event(event))
+                await self._detect(Detect.from_event(event))
             elif AudioStart.is_type(event.type):
                 await self._start(AudioStart.from_event(event))
             elif AudioChunk.is_type(event.type):
@@ -463,7 +470,7 @@ class WakeHandler(AsyncEventHandler):
             await self.write_event(Error(text=f"bad {event.type} event: {error}", code="bad-event").event())
         return True
 
-    def _detect(self, detect: Detect) -> None:
+    async def _detect(self, detect: Detect) -> None:
         names = detect.names
         if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
             raise ValueError(f"'names' must be a list of strings, got {names!r}")
@@ -472,12 +479,12 @@ class WakeHandler(AsyncEventHandler):
             known = {keyword_key(k) for k in self.service.names}
             unknown = [n for n in names if keyword_key(n) not in known]
             if unknown:
-                log.warning(
-                    "client %s: no keyword %s enrolled (have: %s); ignoring",
-                    self.client,
-                    ", ".join(map(repr, unknown)),
-                    ", ".join(self.service.names) or "none",
-                )
+                have = ", ".join(self.service.names) or "none"
+                missing = ", ".join(map(repr, unknown))
+                log.warning("client %s: no keyword %s enrolled (have: %s); ignoring", self.client, missing, have)
+                if len(unknown) == len(names):  # it would listen for nothing: say so, in case nobody reads our log
+                    text = f"no keyword {missing} enrolled (have: {have}); nothing fires until one is enrolled"
+                    await self.write_event(Error(text=text, code="unknown-wake-word").event())
         log.info("client %s: listening for %s", self.client, ", ".join(names) if names else "every keyword")
         self.names = names
         if self.stream is not None:

@@ -268,6 +268,29 @@ def test_add_takes_to_an_existing_keyword(enrolled, tmp_path):
     assert_clean_error(kws("--store", store, "enroll", "new word", *more, "--add"), 2, "enroll it first")
 
 
+@needs_model
+@needs_espeak
+def test_what_the_user_set_survives_add_and_reembed_and_replace_starts_afresh(enrolled, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(enrolled, store)
+    changed = kws("--store", store, "set", "hey toaster", "--sensitivity", "0.7", "--language", "EN-us")
+    assert changed.returncode == 0 and "sensitivity 0.7 (its own)" in changed.stdout, changed.stderr
+    assert "language en-US" in changed.stdout  # stored as BCP 47 is usually written
+    refused = kws("--store", store, "set", "hey toaster", "--language", "english!")
+    assert refused.returncode == 2 and "BCP 47" in refused.stderr and "Traceback" not in refused.stderr
+    more = write_takes(tmp_path / "more", "hey toaster", [("en-us", 52, 155)])
+    assert kws("--store", store, "enroll", "hey toaster", *more, "--add").returncode == 0
+    assert kws("--store", store, "reembed").returncode == 0
+    row = {r["name"]: r for r in json_lines(kws("--store", store, "list", "--json").stdout)}["hey toaster"]
+    assert (row["takes"], row["sensitivity"], row["language"]) == (6, 0.7, "en-US")
+    takes = write_takes(tmp_path / "again", "hey toaster", ENROLL_VOICES[:3])
+    assert kws("--store", store, "enroll", "hey toaster", *takes, "--replace", "--language", "en").returncode == 0
+    again = KeywordStore(store).keywords["hey toaster"]
+    assert (again.takes, again.sensitivity, again.language) == (3, None, "en")
+    assert kws("--store", store, "set", "hey toaster", "--language", "none").returncode == 0
+    assert KeywordStore(store).keywords["hey toaster"].language is None
+
+
 # -- embeddings ---------------------------------------------------------------------------------------------
 
 

@@ -202,14 +202,14 @@ def test_sensitivity_precedence_and_storage(spotter, tmp_path):
     store = KeywordStore(tmp_path / "store")
     keyword = spotter.store.keywords["hey toaster"]
     store.put(keyword)
-    stored = store.set_sensitivity("hey toaster", 0.8)
+    stored = store.update_settings("hey toaster", sensitivity=0.8)
     assert stored.sensitivity == 0.8
     reloaded = KeywordStore(tmp_path / "store").keywords["hey toaster"]
     assert reloaded.sensitivity == 0.8
     assert DetectorSettings(sensitivity=0.3).sensitivity_of(reloaded) == 0.8  # the keyword's own beats the default
     assert DetectorSettings(sensitivity=0.3).sensitivity_of(keyword) == 0.3  # a keyword without its own
     assert DetectorSettings(sensitivity_override=0.6).sensitivity_of(reloaded) == 0.6  # --sensitivity beats both
-    assert store.set_sensitivity("hey toaster", None).sensitivity is None
+    assert store.update_settings("hey toaster", sensitivity=None).sensitivity is None
     with pytest.raises(ValueError, match="between 0 and 1"):
         DetectorSettings(sensitivity=1.5)
     with pytest.raises(ValueError, match="between 0 and 1"):
@@ -229,11 +229,16 @@ def test_store_records_keep_the_sensitivity_validated_and_old_records_still_load
             store.put(replace(keyword, sensitivity=bad))
     with pytest.raises(StoreError, match="negative_tail"):
         store.put(replace(keyword, stats=keyword.stats | {"negative_tail": [[2, 0.5], [1, 0.6]]}))
+    for bad in ("english", "en_US", "en-us", 7):  # stored tags are checked and in their usual case
+        with pytest.raises(StoreError, match="language"):
+            store.put(replace(keyword, language=bad))
+    with pytest.raises(TypeError, match="not a keyword setting: threshold"):
+        store.update_settings("hey toaster", threshold=0.1)
     store.put(replace(keyword, sensitivity=0.25))
     # A record written before sensitivity and the tail existed: no such keys at all.
     data = json.loads((folder / STORE_FILE).read_text())
     record = data["payload"]["keywords"][0]
-    del record["sensitivity"]
+    del record["sensitivity"], record["language"]
     record["stats"] = {k: v for k, v in record["stats"].items() if not k.startswith("negative_")}
     data["checksum"] = _checksum(data["payload"])
     (folder / STORE_FILE).write_text(json.dumps(data))

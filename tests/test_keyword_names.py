@@ -12,7 +12,7 @@ import pytest
 from spoken import say
 
 from device.audio import write_wav
-from device.enroll import EnrollmentError, check_distinct_name, check_keyword_name, keyword_key
+from device.enroll import EnrollmentError, check_distinct_name, check_keyword_name, check_language, keyword_key
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = Path(os.environ.get("KWS_TEST_MODEL") or ROOT / "firmware_models" / "encoder.tflite")
@@ -105,3 +105,18 @@ def test_enroll_stores_nfc_and_refuses_a_colliding_name_before_recording(tmp_pat
     assert cli.main([*base, "enroll", "CAFÉ_BAR"]) == 2
     assert "too close to the enrolled 'Café Bar'" in capsys.readouterr().err
     assert cli.main([*base, "remove", "Cafe\u0301 Bar"]) == 0  # typed decomposed, found as stored
+
+
+@pytest.mark.parametrize(
+    ("tag", "stored"),
+    [("en", "en"), ("EN-us", "en-US"), ("pt-br", "pt-BR"), ("zh-hans-cn", "zh-Hans-CN"), (" fil ", "fil")],
+)
+def test_language_tags_are_stored_as_bcp47_writes_them(tag, stored):
+    assert check_language(tag) == stored
+    assert check_language(stored) == stored  # what the store re-checks on load
+
+
+@pytest.mark.parametrize("tag", ["", "english!", "e", "en_US", "en-", "toolonglanguage", "en-US-x-y-z-w", 7])
+def test_what_is_not_a_language_tag_is_refused_with_an_example(tag):
+    with pytest.raises(EnrollmentError, match="BCP 47 tag such as 'en'"):
+        check_language(tag)

@@ -28,6 +28,7 @@ from wyoming.info import Describe, Info  # noqa: E402
 from wyoming.wake import Detect  # noqa: E402
 
 from device import Spotter  # noqa: E402
+from device.about import package_version  # noqa: E402
 from device.audio import read_wav, resample  # noqa: E402
 from device.settings import default_model_path  # noqa: E402
 from device.store import KeywordStore  # noqa: E402
@@ -195,7 +196,17 @@ def test_describe_lists_the_enrolled_words(server):
     info = asyncio.run(_describe(server.port))
     (program,) = info.wake
     assert program.name == "fewshot-kws" and program.installed
+    assert program.version == package_version() and program.attribution.name == "fewshot-kws"
     assert [(m.name, m.phrase, m.installed) for m in program.models] == [(KEYWORD, KEYWORD, True)]
+    # Enrolled without --language: no language is claimed for it (it is whatever the user spoke).
+    assert program.models[0].languages == [] and "5 takes" in program.models[0].description
+
+
+def test_a_detect_naming_only_unknown_words_tells_the_client(server, audio):
+    events = asyncio.run(_stream(server.port, _pcm16(audio["keyword"]), names=["hey jasper"]))
+    assert _types(events) == ["error", "not-detected"], f"{events}\n{server.log()}"
+    assert events[0].data["code"] == "unknown-wake-word"
+    assert "'hey jasper'" in events[0].data["text"] and KEYWORD in events[0].data["text"]
 
 
 def test_the_keyword_gives_one_detection(server, audio):
@@ -276,14 +287,16 @@ def test_a_changed_store_is_picked_up_and_sigterm_stops_cleanly(store, audio, tm
         assert [m.name for m in asyncio.run(_describe(running.port)).wake[0].models] == [KEYWORD]
         # Another keyword, enrolled by another process while the server runs (the takes of "hey toaster",
         # so the enrollment cannot fail on a weak model: only the store change matters here).
-        Spotter(store_dir=copy, model_path=MODEL).enroll("second word", audio["takes"])
+        Spotter(store_dir=copy, model_path=MODEL).enroll("second word", audio["takes"], language="de")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            names = [m.name for m in asyncio.run(_describe(running.port)).wake[0].models]
+            models = asyncio.run(_describe(running.port)).wake[0].models
+            names = [m.name for m in models]
             if "second word" in names:
                 break
             time.sleep(0.3)
         assert sorted(names) == sorted([KEYWORD, "second word"]), running.log()
+        assert {m.name: m.languages for m in models} == {KEYWORD: [], "second word": ["de"]}
         # A store made with another encoder is refused, and the server keeps the keywords it has.
         changed = KeywordStore(copy)
         changed.keywords["second word"].encoder_sha256 = "0" * 64
