@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -59,9 +59,21 @@ class DetectorSettings:
     best_only: bool = True  # several keywords passing on one utterance: only the largest margin fires
 
     def __post_init__(self) -> None:
+        """Refuse values that would run but misbehave (``smoothing_hops = 0`` detects nothing, a
+        negative hop silently runs the encoder every frame), naming the setting and its range."""
         check_sensitivity(self.sensitivity, "detector sensitivity")
         if self.sensitivity_override is not None:
             check_sensitivity(self.sensitivity_override, "--sensitivity")
+        _check_number("hop_seconds", self.hop_seconds, 0.01, 1.0, "seconds between encoder runs")
+        _check_number("refractory_seconds", self.refractory_seconds, 0.0, 60.0, "seconds")
+        _check_number("max_hold_seconds", self.max_hold_seconds, 0.01, 5.0, "seconds")
+        if self.gate_db is not None:
+            _check_number("gate_db", self.gate_db, -120.0, 0.0, "dBFS")
+        hops = self.smoothing_hops
+        if type(hops) is not int or not 1 <= hops <= 50:
+            raise ValueError(f"smoothing_hops is {hops!r}: a whole number of hops from 1 to 50 (default 2)")
+        if type(self.best_only) is not bool:
+            raise ValueError(f"best_only is {self.best_only!r}: true or false")
 
     def sensitivity_of(self, keyword: Keyword) -> float:
         """The run's override, else the keyword's stored sensitivity, else the configured default."""
@@ -71,6 +83,12 @@ class DetectorSettings:
 
     def threshold_of(self, keyword: Keyword) -> float:
         return threshold_at(keyword.threshold, keyword.stats, self.sensitivity_of(keyword))
+
+
+def _check_number(name: str, value: object, low: float, high: float, unit: str) -> None:
+    default = next(f.default for f in fields(DetectorSettings) if f.name == name)
+    if type(value) not in (int, float) or not low <= value <= high:  # NaN fails the range too
+        raise ValueError(f"{name} is {value!r}: a number of {unit} from {low:g} to {high:g} (default {default:g})")
 
 
 def as_samples(samples: object) -> np.ndarray:

@@ -40,6 +40,11 @@ else:  # pragma: no cover - Python 3.10 on older Pi images
 log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# [listen] settings: the types TOML may give each and what it is (the command-line options of `kws listen`)
+LISTEN_SETTINGS = {
+    "device": ((str, int), "an input device index or name part"),
+    "on_detect": ((str,), "a shell command"),
+}
 
 
 def _xdg(variable: str, fallback: str) -> Path:
@@ -108,22 +113,40 @@ def load_settings(path: Path | None = None) -> Settings:
         raise SystemExit(f"config file {config_path} not found") from error
     except tomllib.TOMLDecodeError as error:
         raise SystemExit(f"config file {config_path} is not valid TOML: {error}") from error
+    for table in ("detector", "listen"):
+        if not isinstance(raw.get(table, {}), dict):
+            raise SystemExit(f"config file {config_path}: {table} must be a table ([{table}]), not a value")
     detector = dict(raw.get("detector", {}))
     if "threshold_offset" in detector:
         detector = _sensitivity_from_offset(detector, config_path)
     known_detector = {f.name for f in fields(DetectorSettings)} - {"sensitivity_override"}  # a per-run option
     unknown = set(detector) - known_detector
     unknown |= set(raw) - {"store", "model", "keep_takes", "detector", "listen"}
+    listen = dict(raw.get("listen", {}))
+    unknown |= {f"listen.{key}" for key in set(listen) - set(LISTEN_SETTINGS)}
     if unknown:
-        raise SystemExit(f"config file {config_path}: unknown settings {', '.join(sorted(unknown))}")
+        raise SystemExit(
+            f"config file {config_path}: unknown settings {', '.join(sorted(unknown))} "
+            f"(known: store, model, keep_takes, [detector] {', '.join(sorted(known_detector))}, "
+            f"[listen] {', '.join(LISTEN_SETTINGS)})"
+        )
+    for key, kinds, what in [("store", (str,), "a folder path"), ("model", (str,), "a .tflite path")] + [
+        (f"listen.{key}", kinds, what) for key, (kinds, what) in LISTEN_SETTINGS.items()
+    ]:
+        table, _, name = key.rpartition(".")
+        value = (listen if table else raw).get(name)
+        if value is not None and type(value) not in kinds:
+            raise SystemExit(f"config file {config_path}: {key} is {value!r}, not {what}")
+    if "keep_takes" in raw and type(raw["keep_takes"]) is not bool:
+        raise SystemExit(f"config file {config_path}: keep_takes is {raw['keep_takes']!r}, not true or false")
     if "store" in raw:
         settings.store = Path(raw["store"]).expanduser()
     if "model" in raw:
         settings.model = Path(raw["model"]).expanduser()
-    settings.keep_takes = bool(raw.get("keep_takes", settings.keep_takes))
+    settings.keep_takes = raw.get("keep_takes", settings.keep_takes)
     try:
         settings.detector = DetectorSettings(**detector)
     except (TypeError, ValueError) as error:
         raise SystemExit(f"config file {config_path}: [detector] {error}") from error
-    settings.listen = dict(raw.get("listen", {}))
+    settings.listen = listen
     return settings

@@ -166,6 +166,43 @@ def test_config_sensitivity_and_the_retired_threshold_offset(tmp_path, caplog):
         assert "config file" in str(raised.value.code)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[detector]\nthreshold_offset = "0.08"\n', "threshold_offset is '0.08', not a number"),
+        ("[detector]\nsmoothing_hops = 0\n", "smoothing_hops is 0: a whole number of hops from 1 to 50"),
+        ("[detector]\nsmoothing_hops = 2.5\n", "smoothing_hops is 2.5"),
+        ("[detector]\nhop_seconds = -1\n", "hop_seconds is -1: a number of seconds between encoder runs"),
+        ("[detector]\nrefractory_seconds = 'long'\n", "refractory_seconds is 'long'"),
+        ("[detector]\ngate_db = 6\n", "gate_db is 6: a number of dBFS from -120 to 0"),
+        ("[detector]\nbest_only = 1\n", "best_only is 1: true or false"),
+        ("[listen]\ndevise = 2\n", "unknown settings listen.devise (known: store"),
+        ("[listen]\ndevice = 2.5\n", "listen.device is 2.5, not an input device index or name part"),
+        ("[listen]\non_detect = ['aplay', 'x.wav']\n", "listen.on_detect is ['aplay', 'x.wav'], not a shell command"),
+        ("listen = 'default'\n", "listen must be a table"),
+        ("keep_takes = 'no'\n", "keep_takes is 'no', not true or false"),
+        ("store = 7\n", "store is 7, not a folder path"),
+    ],
+)
+def test_a_config_value_that_would_misbehave_is_refused_naming_the_setting(tmp_path, text, message):
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    with pytest.raises(SystemExit) as raised:
+        load_settings(config)
+    assert str(raised.value.code).startswith(f"config file {config}: ") and message in str(raised.value.code)
+
+
+def test_a_config_that_sets_every_setting_within_range_loads(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "keep_takes = false\n[detector]\nhop_seconds = 0.05\nsmoothing_hops = 3\nrefractory_seconds = 2\n"
+        "gate_db = -70\nmax_hold_seconds = 0.4\nbest_only = false\n[listen]\ndevice = 2\non_detect = 'true'\n"
+    )
+    settings = load_settings(config)
+    assert (settings.keep_takes, settings.detector.hop_seconds, settings.detector.smoothing_hops) == (False, 0.05, 3)
+    assert settings.listen == {"device": 2, "on_detect": "true"} and not settings.detector.best_only
+
+
 def test_help_shows_sensitivity_scores_and_plot_examples():
     for command, fragments in {
         "detect": ("--scores", "--plot", "--sensitivity 0.7", "0.3 raises"),
