@@ -9,8 +9,9 @@
 # 3. checks which TFLite interpreter imports with the installed numpy: ai-edge-litert (numpy 2,
 #    64-bit ARM/x86), else tflite-runtime (needs numpy<2 and Python <= 3.11), and that TensorFlow
 #    is absent;
-# 4. installs the systemd user unit deploy/kws-listen.service into ~/.config/systemd/user/,
-#    pointing at this venv, and says how to start it.
+# 4. installs the systemd user units deploy/kws-listen.service (the daemon) and
+#    deploy/kws-serve.service (the Wyoming server for Home Assistant) into ~/.config/systemd/user/,
+#    both pointing at this venv, and says how to start the one you want.
 
 set -euo pipefail
 
@@ -84,8 +85,12 @@ if [ "$SYSTEMD" = 0 ]; then
 fi
 UNITS="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
 mkdir -p "$UNITS"
-sed "s|^ExecStart=%h/kws/.venv/bin/kws |ExecStart=$VENV/bin/kws |" "$REPO/deploy/kws-listen.service" > "$UNITS/kws-listen.service"
-say "installed $UNITS/kws-listen.service (ExecStart=$VENV/bin/kws listen --json)"
+for unit in kws-listen kws-serve; do
+    sed "s|^ExecStart=%h/kws/.venv/bin/kws |ExecStart=$VENV/bin/kws |" "$REPO/deploy/$unit.service" > "$UNITS/$unit.service.tmp"
+    grep -q "^ExecStart=$VENV/bin/kws " "$UNITS/$unit.service.tmp" || { say "deploy/$unit.service: no ExecStart to point at $VENV" >&2; exit 1; }
+    mv "$UNITS/$unit.service.tmp" "$UNITS/$unit.service"
+    say "installed $UNITS/$unit.service ($(grep '^ExecStart=' "$UNITS/$unit.service"))"
+done
 if systemctl --user daemon-reload 2> /dev/null; then
     say "systemd --user reloaded"
 fi
@@ -96,4 +101,6 @@ Next steps:
   systemctl --user enable --now kws-listen            # start now and at every login
   sudo loginctl enable-linger "\$USER"                 # ...and at boot, without a login
   journalctl --user -u kws-listen -f                  # the events, one JSON line each
+For Home Assistant, the Wyoming server instead (the audio comes from Home Assistant, not this microphone):
+  systemctl --user enable --now kws-serve             # port 10400; then add the Wyoming integration
 EOF
