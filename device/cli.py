@@ -318,7 +318,8 @@ class _VersionAction(argparse.Action):
             text = version_text(default_model_path())
         except NotInstalledError as error:
             parser.exit(EXIT_FAILURE, f"{PROG}: error: {error}\n")
-        parser.exit(0, text + "\n")
+        print(text)  # stdout, as argparse's own version action does: `kws --version | head -1` works
+        parser.exit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
