@@ -303,6 +303,12 @@ def test_replay_and_counting_on_a_synthetic_trace():
     detections = replay(times, scores, 0.85, refractory=3.0)
     np.testing.assert_allclose(detections, [2.9, 15.9])
     np.testing.assert_allclose(replay(times, scores, 0.85, refractory=3.0, hold_hops=1), [2.7, 15.9])
+    # hold_hops=0: the baselines' rule, the first hop over the threshold fires (then the refractory blocks).
+    np.testing.assert_allclose(replay(times, scores, 0.7, refractory=1.5, hold_hops=0), [2.6, 4.1, 6.2, 15.8])
+    coarse = np.round(np.arange(1, 27) * 0.75, 6)  # a 0.75 s hop, as EfficientWord-Net's
+    peak = np.where(np.isclose(coarse, 3.0), 0.9, 0.0)
+    np.testing.assert_allclose(replay(coarse, peak, 0.7, refractory=2.0, hold_hops=0), [3.0])
+    assert count(replay(coarse, peak, 0.7, refractory=2.0, hold_hops=0), windows) == (1, 2, 0)
     assert count(detections, windows) == (1, 2, 0)
 
     trace = Trace(times, scores[:, None], ["seven@s1"], np.array([0.5]))

@@ -217,7 +217,9 @@ def summarise_baseline(
 ) -> dict:
     """The baseline's FRR / false-alarm sweep over one global threshold, and how it ran."""
     trace = baseline.trace
-    result = sweep(trace, windows, threshold_grid(trace, windows), baseline.refractory, fa_targets=fa_targets)
+    # Each baseline fires on the first window over its threshold, as its engine does (hold_hops=0).
+    grid = threshold_grid(trace, windows)
+    result = sweep(trace, windows, grid, baseline.refractory, fa_targets=fa_targets, hold_hops=0)
     return {
         "label": baseline.label,
         "detector": baseline.detector,

