@@ -44,6 +44,8 @@ PROG = "kws"
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 # `kws listen --save`: as device.clips (which cli cannot import before the command is chosen; a test keeps them equal)
 DEFAULT_SAVE_MARGIN, DEFAULT_SAVE_MAX = 0.05, 200
+RECORD_SPEECH = object()  # `--speech` without FILE: record it from the microphone
+SPEECH_RECORD_SECONDS = 12.0
 
 
 class UsageError(ValueError):
@@ -97,6 +99,13 @@ is enrolled with a warning naming the other: choose a more distinct phrase.
 phrase, a look-alike name): each is scanned as the detector would hear it, and
 the threshold moves above the best-scoring one (see `kws set --help`).
 
+--speech FILE gives about 10 s of your ordinary speech (you, talking about
+anything but the keyword, into the same microphone): the same voice saying
+other things is what a personal wake word most often fires on, so it is taught
+as "not this" too, and the threshold rises above your own other words. Without
+FILE it is recorded from the microphone after the takes (speak for ~10 s when
+asked). At least 5 s; only the first 60 s are used.
+
 {AUDIO_FILES}
 examples:
   kws enroll "hey toaster"                          # 5 takes from the microphone
@@ -105,6 +114,8 @@ examples:
   kws enroll "lights on" e.wav f.wav --add          # add takes to an existing keyword
   kws enroll "lights on" a.wav b.wav c.wav --replace   # enroll it afresh
   kws enroll "hey jasper" a.wav b.wav c.wav --not tv.wav jasmine.wav
+  kws enroll "hey jasper" a.wav b.wav c.wav --speech me-talking.wav
+  kws enroll "hey toaster" --speech                 # takes, then 10 s of your speech, from the microphone
   kws enroll "hey toaster" --no-keep-takes          # do not keep the audio in the store
   kws enroll "hej brødrister" --language da         # the phrase's language, for Home Assistant
 """
@@ -196,6 +207,9 @@ kept) the audio around the best window are stored with the keyword; --add and
 `kws reembed` score them again, --replace drops them. A sensitivity above 0.5
 lowers the threshold again, under them.
 
+--speech FILE does the same with about 10 s of your ordinary speech (see
+`kws enroll --help`); without FILE it is recorded from the microphone.
+
 {SENSITIVITY_HELP}
 examples:
   kws set "hey toaster" --sensitivity 0.7       # fires more readily (more false alarms)
@@ -203,6 +217,7 @@ examples:
   kws set "hey toaster" --sensitivity default   # back to the config's default
   kws set "hola tostadora" --language es        # what `kws serve` tells Home Assistant
   kws set "hey toaster" --not tv-ad.wav kws-clips/kws-20261205-*-hey_toaster-detection-*.wav
+  kws set "hey toaster" --speech me-talking.wav   # my own voice saying other things
 """
 
 LIST_HELP = """\
@@ -359,6 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="recordings that must not fire it (they raise its threshold)",
     )
     p.add_argument(
+        "--speech",
+        metavar="FILE",
+        nargs="?",
+        type=Path,
+        const=RECORD_SPEECH,
+        help="~10 s of your ordinary speech, taught as not it (no FILE: record it)",
+    )
+    p.add_argument(
         "--language",
         type=language_value,
         metavar="TAG",
@@ -423,6 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=[],
         help="recordings that wrongly fired it: its threshold moves above them",
+    )
+    p.add_argument(
+        "--speech",
+        dest="speech",
+        metavar="FILE",
+        nargs="?",
+        type=Path,
+        const=RECORD_SPEECH,
+        help="~10 s of your ordinary speech, taught as not it (no FILE: record it)",
     )
 
     p = command("list", LIST_HELP, "list enrolled keywords")
@@ -497,6 +529,7 @@ def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
         replace=args.replace,
         not_files=list(args.not_files),
         language=args.language,
+        speech=_speech(args, spotter),
     )
     stats = keyword.stats
     prototypes = len(keyword.prototypes)
@@ -514,6 +547,28 @@ def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
         print(f"warning: {stats['warning']}", file=sys.stderr)
     _report_not(keyword, out)
     return 0
+
+
+def _speech(args: argparse.Namespace, spotter) -> list:
+    """The --speech recording: the file named, or ~10 s recorded from the microphone; none without --speech."""
+    if args.speech is None:
+        return []
+    if args.speech is not RECORD_SPEECH:
+        return [args.speech]
+    from device.microphone import TakeRecorder, parse_device
+
+    device = args.device if getattr(args, "device", None) is not None else args.settings.listen.get("device")
+    err = sys.stderr
+    print("Now about 10 s of your ordinary speech (anything but the keyword). Quiet for a moment...", file=err)
+    with TakeRecorder(spotter.sample_rate, parse_device(device), out=err) as recorder:
+        print(
+            "Talk now (count, describe the room, read something aloud); it stops after 12 s or 2.5 s of silence",
+            file=err,
+            flush=True,
+        )
+        audio = recorder.record(max_seconds=SPEECH_RECORD_SECONDS, silence_seconds=2.5, wait_seconds=8.0)
+    print(f"  recorded {len(audio) / spotter.sample_rate:.1f} s", file=err)
+    return [audio]
 
 
 RECORD_ATTEMPTS = 3  # tries per take from the microphone before enrollment gives up
@@ -750,11 +805,12 @@ def cmd_set(args: argparse.Namespace, out: TextIO) -> int:
     settings = {
         setting: getattr(args, f"stored_{setting}") for setting in USER_SETTINGS if hasattr(args, f"stored_{setting}")
     }
-    if not settings and not args.not_files:
+    if not settings and not args.not_files and args.speech is None:
         raise UsageError(
-            "say what to change: --sensitivity S, --language TAG and/or --not FILE... (see `kws set --help`)"
+            "say what to change: --sensitivity S, --language TAG, --not FILE... and/or --speech FILE "
+            "(see `kws set --help`)"
         )
-    if args.not_files:
+    if args.not_files or args.speech is not None:
         keyword = _teach_not(args, name, out)
     if settings:
         keyword = store.update_settings(name, **settings)
@@ -773,10 +829,10 @@ def cmd_set(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _teach_not(args: argparse.Namespace, name: str, out: TextIO):
-    """``--not FILE...``: the files become negatives of ``name`` (threshold raised above them); return it as stored."""
+    """``--not FILE...`` / ``--speech``: negatives of ``name`` (threshold raised above them); return it as stored."""
     spotter = _spotter(args, check_store=False)
     before = spotter.store.keywords[name].threshold
-    keyword = spotter.teach_not(name, list(args.not_files))
+    keyword = spotter.teach_not(name, list(args.not_files), _speech(args, spotter))
     _report_not(keyword, out, before)
     return keyword
 
@@ -787,7 +843,7 @@ def _report_not(keyword, out: TextIO, before: float | None = None) -> None:
     if "not_scores" not in stats:
         return
     for label, value in zip(stats["not_labels"], stats["not_scores"], strict=True):
-        print(f"  not {label}: scores {value:.3f}", file=out)
+        print(f"  not {label}: scores {value:.3f}", file=out)  # own speech labelled "own speech: FILE"
     moved = f"{before:.3f} -> {keyword.threshold:.3f}" if before is not None else f"{keyword.threshold:.3f}"
     print(
         f"{keyword.name!r}: threshold {moved} (calibrated {stats['calibrated_threshold']:.3f}), "

@@ -20,6 +20,16 @@ one recording; the threshold needs nothing from the detector, so every stream (l
 the Wyoming server) obeys it at once and the sensitivity dial keeps working along the
 keyword's bank tail, while negative prototypes would change every detector's decision rule.
 
+The user's own voice: the hardest negatives of a personal wake word are the same person
+saying other things into the same microphone (on held-out personal recordings those fired
+4 to 20 times more often per minute than other people's talk). ``kws enroll NAME TAKES...
+--speech FILE`` takes about 10 s of the user's ordinary speech and makes it one more "not
+this" of that keyword: scanned the same way (every hop, the detector's own windows), its
+best hop joins the --not scores, so the threshold rises above the user's own other words,
+with the same cap under the takes. What is kept of it is the whole recording (at most
+``MAX_SPEECH_SECONDS``), not only the window around its best hop: after ``kws reembed`` another
+window of it may be the strongest.
+
 Look-alike keywords: when a new keyword's prototype is as close to another keyword's as the
 lower of their two thresholds, an utterance of one is likely to pass the other's threshold
 (measured on 10 espeak phrases: the prototype cosine is within ~0.05 above how an utterance
@@ -49,6 +59,9 @@ log = logging.getLogger(__name__)
 NOT_MARGIN = 0.03  # the threshold sits this far above the highest --not score
 TAKE_MARGIN = 0.02  # ...but at least this far under the lowest leave-one-out take score
 CLIP_BEFORE_SECONDS, CLIP_AFTER_SECONDS = 2.0, 0.5  # audio kept of a --not file around its best window
+SPEECH_LABEL = "own speech"  # the --not label of a --speech recording starts with this
+MIN_SPEECH_SECONDS = 5.0  # a --speech recording shorter than this says too little about the voice
+MAX_SPEECH_SECONDS = 60.0  # ...and of a longer one only this much is scanned and kept
 NOT_FILE_PREFIX = "not_"  # kept --not clips in a keyword's takes folder: not_00.wav, not_01.wav, ...
 
 
@@ -126,6 +139,48 @@ def strongest_window(
     return StrongestWindow(label, best["smoothed"], np.asarray(best["embedding"]), best["time_s"], clip)
 
 
+def is_own_speech(label: str) -> bool:
+    """Whether a --not label is that of the user's own ordinary speech (``--speech``)."""
+    return label.startswith(SPEECH_LABEL)
+
+
+def own_speech_window(
+    encoder: Encoder, keyword: Keyword, audio: str | Path | np.ndarray, label: str, settings: DetectorSettings
+) -> StrongestWindow:
+    """The user's ordinary speech (``--speech``) as a --not negative, keeping all of its audio (see the module).
+
+    Raises :class:`EnrollmentError` when it is shorter than :data:`MIN_SPEECH_SECONDS` or
+    nothing in it passes the detector's gate; of a longer recording the first
+    :data:`MAX_SPEECH_SECONDS` are used.
+    """
+    rate = encoder.manifest.frontend.sample_rate
+    samples = _first_seconds(audio, rate, MAX_SPEECH_SECONDS)
+    name = str(audio) if isinstance(audio, (str, Path)) else label
+    if len(samples) < MIN_SPEECH_SECONDS * rate:
+        raise EnrollmentError(
+            f"--speech {name}: {len(samples) / rate:.1f} s; it needs at least {MIN_SPEECH_SECONDS:.0f} s of your "
+            "ordinary speech (about 10 s of you talking about anything but the keyword)"
+        )
+    label = label if is_own_speech(label) else f"{SPEECH_LABEL}: {label}"
+    window = strongest_window(encoder, keyword, samples, label, settings)
+    return replace(window, clip=samples)
+
+
+def _first_seconds(audio: str | Path | np.ndarray, rate: int, seconds: float) -> np.ndarray:
+    """At most ``seconds`` of a recording (a path is read block by block and no further)."""
+    limit = round(seconds * rate)
+    if not isinstance(audio, (str, Path)):
+        return np.asarray(audio, np.float32)[:limit]
+    blocks, total = [], 0
+    for block in stream_audio(audio, rate):
+        blocks.append(block[: limit - total])
+        total += len(blocks[-1])
+        if total >= limit:
+            log.info("--speech %s: only its first %.0f s are used", audio, seconds)
+            break
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+
+
 def apply_negatives(keyword: Keyword, windows: list[StrongestWindow], negatives: np.ndarray | None) -> Keyword:
     """The keyword with ``windows`` as its --not negatives and its threshold raised above them (see the module).
 
@@ -146,7 +201,13 @@ def apply_negatives(keyword: Keyword, windows: list[StrongestWindow], negatives:
     wanted = highest.score + NOT_MARGIN
     threshold = max(calibrated, min(wanted, cap))
     warning = ""
-    if highest.score >= take_low - TAKE_MARGIN:
+    if highest.score >= take_low - TAKE_MARGIN and is_own_speech(highest.label):
+        warning = (
+            f"{highest.label} scores {highest.score:.3f}, as high as the takes of {keyword.name!r} "
+            f"(lowest {take_low:.3f}): does it hold the keyword itself? The threshold stops at {threshold:.3f} "
+            "so the keyword still fires; record your speech again without the keyword"
+        )
+    elif highest.score >= take_low - TAKE_MARGIN:
         warning = (
             f"{highest.label} scores {highest.score:.3f}, as high as the takes of {keyword.name!r} "
             f"(lowest {take_low:.3f}): it sounds like the keyword itself. The threshold stops at {threshold:.3f} "

@@ -36,7 +36,9 @@ from device.enroll import (
 from device.false_alarms import (
     StrongestWindow,
     apply_negatives,
+    is_own_speech,
     kept_not_files,
+    own_speech_window,
     save_not_clips,
     sounds_like,
     stored_windows,
@@ -93,6 +95,7 @@ class Spotter:
         replace: bool = False,
         not_files: Sequence[str | Path | np.ndarray] = (),
         language: str | None = None,
+        speech: Sequence[str | Path | np.ndarray] = (),
     ) -> Keyword:
         """Enroll (or with ``add``, extend) a keyword from wav paths or float arrays at 16 kHz.
 
@@ -100,21 +103,30 @@ class Spotter:
         afresh) says which: a silent replacement used to lose a keyword to a typo'd command.
         ``not_files`` are recordings that must not fire it (see :meth:`teach_not`); ``language`` is
         the BCP 47 tag of the phrase (:func:`device.enroll.check_language`), None to keep what it had.
-        The kept takes go into a new folder committed with the keyword (see :mod:`device.store`), so an
-        interruption at any moment leaves the old keyword with its takes or the new one with its takes.
+        ``speech`` is about 10 s of the user's ordinary speech (not the keyword): the same voice saying
+        other things is a personal keyword's hardest negative, so its threshold rises above it too
+        (:func:`device.false_alarms.own_speech_window`). The kept takes go into a new folder committed
+        with the keyword (see :mod:`device.store`), so an interruption at any moment leaves the old
+        keyword with its takes or the new one with its takes.
         A name that differs from another keyword's only in case or ``_`` versus space is refused
         (:func:`device.enroll.keyword_key`): the Wyoming server could not tell the two apart.
         """
         check_distinct_name(check_keyword_name(name), self.store.keywords)
-        prepared = self.prepare(name, takes, add, keep_takes, replace, not_files, language=language)
+        prepared = self.prepare(name, takes, add, keep_takes, replace, not_files, language=language, speech=speech)
         return self.commit([prepared])[0]
 
-    def teach_not(self, name: str, not_files: Sequence[str | Path | np.ndarray]) -> Keyword:
-        """Make recordings that wrongly fired ``name`` its negatives: its threshold moves above them.
+    def teach_not(
+        self,
+        name: str,
+        not_files: Sequence[str | Path | np.ndarray],
+        speech: Sequence[str | Path | np.ndarray] = (),
+    ) -> Keyword:
+        """Make recordings that wrongly fired ``name`` (and the user's own ``speech``) its negatives.
 
-        See :mod:`device.false_alarms`. Their audio (the part around the window that scored
-        highest) joins the keyword's kept takes when those are kept, so ``kws reembed`` and
-        ``--add`` can score them again; the record keeps their scores and embeddings either way.
+        Its threshold moves above them; see :mod:`device.false_alarms`. Their audio (the part around
+        the window that scored highest; all of ``speech``) joins the keyword's kept takes when those
+        are kept, so ``kws reembed`` and ``--add`` can score them again; the record keeps their scores
+        and embeddings either way.
         """
         name = check_keyword_name(name)
         old = self.store.keywords.get(name)
@@ -123,9 +135,9 @@ class Spotter:
             raise EnrollmentError(f"--not: no keyword {name!r} in {self.store.folder} (have: {have})")
         if old.encoder_sha256 != self.encoder.sha256:
             raise EnrollmentError(f"--not: {name!r} was enrolled with a different encoder; `kws reembed` it first")
-        if not not_files:
+        if not not_files and not speech:
             raise EnrollmentError("--not needs at least one recording")
-        windows = self._carried_windows(old, old) + self._scan_not(old, not_files)
+        windows = self._carried_windows(old, old) + self._scan_not(old, not_files, speech)
         keyword = apply_negatives(old, windows, self.negatives)
         writer = None
         takes = self.store.take_files(old)
@@ -143,6 +155,7 @@ class Spotter:
         not_files: Sequence[str | Path | np.ndarray] = (),
         keep_not: bool | None = None,
         language: str | None = None,
+        speech: Sequence[str | Path | np.ndarray] = (),
     ) -> tuple[Keyword, TakesWriter | None]:
         """The keyword ``enroll`` would store and what writes its takes, without storing anything yet.
 
@@ -191,7 +204,7 @@ class Spotter:
         keyword, checked = enroll(self.encoder, name, labelled, self.negatives, previous)
         carry = add if keep_not is None else keep_not
         windows = (self._carried_windows(old, keyword) if old is not None and carry else []) + self._scan_not(
-            keyword, not_files
+            keyword, not_files, speech
         )
         keyword = apply_negatives(keyword, windows, self.negatives)
         if old is not None and carry:
@@ -210,9 +223,15 @@ class Spotter:
         save_takes(folder, takes, self.sample_rate, earlier)
         save_not_clips(folder, windows, self.sample_rate)
 
-    def _scan_not(self, keyword: Keyword, not_files: Sequence[str | Path | np.ndarray]) -> list[StrongestWindow]:
-        """Each --not recording's strongest window against ``keyword`` (files named by path, arrays by number)."""
-        return [
+    def _scan_not(
+        self,
+        keyword: Keyword,
+        not_files: Sequence[str | Path | np.ndarray],
+        speech: Sequence[str | Path | np.ndarray] = (),
+    ) -> list[StrongestWindow]:
+        """Each --not (then --speech) recording's strongest window against ``keyword`` (files named by path,
+        arrays by number)."""
+        found = [
             strongest_window(
                 self.encoder,
                 keyword,
@@ -222,6 +241,16 @@ class Spotter:
             )
             for i, item in enumerate(not_files)
         ]
+        return found + [
+            own_speech_window(
+                self.encoder,
+                keyword,
+                item,
+                str(item) if isinstance(item, (str, Path)) else f"recording {i + 1}",
+                self.settings,
+            )
+            for i, item in enumerate(speech)
+        ]
 
     def _carried_windows(self, old: Keyword, keyword: Keyword) -> list[StrongestWindow]:
         """``old``'s --not negatives scored against ``keyword``: from their kept audio, else their stored embeddings."""
@@ -230,8 +259,11 @@ class Spotter:
             return []
         clips = kept_not_files(self.store.folder / old.takes_dir if old.takes_dir else None)
         if len(clips) == len(labels):
+            scan = {True: own_speech_window, False: strongest_window}
             return [
-                dataclasses.replace(strongest_window(self.encoder, keyword, clip, label, self.settings), label=label)
+                dataclasses.replace(
+                    scan[is_own_speech(label)](self.encoder, keyword, clip, label, self.settings), label=label
+                )
                 for clip, label in zip(clips, labels, strict=True)
             ]
         if old.encoder_sha256 != self.encoder.sha256:

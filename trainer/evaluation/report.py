@@ -353,4 +353,24 @@ def talk_lines(result: dict) -> list[str]:
         "",
         markdown_table(*talk_keyword_rows(result)),
     ]
-    return lines + stream_baseline_lines(result)
+    return lines + own_speech_lines(result) + stream_baseline_lines(result)
+
+
+def own_speech_lines(result: dict) -> list[str]:
+    """What enrollment's ``--speech`` (the user's own other words) did on the same pass, if it was measured."""
+    mine = result.get("with_own_speech")
+    if not mine or not mine["keywords_moved"]:
+        return []
+    plain = result["as_enrolled"]
+    own_before = plain["fa_sources"].get("own-voice", 0)
+    own_after = mine["fa_sources"].get("own-voice", 0)
+    return [
+        "",
+        f"With `--speech` (each keyword enrolled again from the same takes plus {mine['speech_seconds']:g} s of its "
+        f"speaker's further other words, none of them in the stream; {len(mine['keywords_moved'])} of "
+        f"{len(result['keywords'])} keywords had enough): FRR {100 * plain['frr']:.1f}% -> {100 * mine['frr']:.1f}%, "
+        f"{plain['fa_per_hour']:.2f} -> {mine['fa_per_hour']:.2f} FA/h per keyword (95% upper "
+        f"{mine['fa_per_hour_upper95']:.2f}), false alarms on the speakers' own other words {own_before} -> "
+        f"{own_after}, worst keyword {plain['spread']['max']:.2f} -> {mine['spread']['max']:.2f} FA/h "
+        f"({mine['spread']['above_1_per_hour']} above 1/h).",
+    ]

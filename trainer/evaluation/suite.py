@@ -7,6 +7,7 @@ is measured lives here, so ``kws-eval all`` and the single commands share one co
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from device.detector import DetectorSettings
 from device.manifest import load_manifest
 from trainer.datasets import Clip
 from trainer.evaluation import guard
@@ -46,8 +48,10 @@ from trainer.evaluation.talk import (
     TalkStreamConfig,
     build_talk_stream,
     choose_talk,
+    own_speech_recordings,
     own_voice_items,
     summarise_talk,
+    with_thresholds,
 )
 from trainer.real_speech import assert_talk_disjoint, talk_files
 
@@ -262,6 +266,26 @@ def run_stream(
     return summary, distributions
 
 
+def own_speech_thresholds(
+    model_path: Path, plans: Sequence[KeywordPlan], speech: dict[str, np.ndarray], names: Sequence[str]
+) -> dict[str, float]:
+    """Each enrolled keyword's threshold when its takes come with its speaker's own speech (``--speech``).
+
+    The same accepted takes are enrolled again in a temporary store with ``Spotter.enroll(...,
+    speech=...)``: exactly what a user's ``kws enroll NAME TAKES --speech FILE`` stores.
+    """
+    from device.spotter import Spotter
+
+    thresholds = {}
+    with tempfile.TemporaryDirectory(prefix="kws-eval-speech-") as store:
+        spotter = Spotter(store_dir=store, model_path=model_path, settings=DetectorSettings(best_only=False))
+        for plan in plans:
+            if plan.name in names and plan.name in speech and plan.enrolled:
+                keyword = spotter.enroll(plan.name, plan.enrolled, keep_takes=False, speech=[speech[plan.name]])
+                thresholds[plan.name] = float(keyword.threshold)
+    return thresholds
+
+
 def run_talk_stream(
     model_path: Path,
     keyword_clips: Sequence[Clip],
@@ -298,7 +322,9 @@ def run_talk_stream(
     )
     plans, used = plan_keywords(words, speakers, audio, plan_config)
     checked = guard.check([keyword_clips[i] for i in used], manifest.training, model_path, True)
-    own = own_voice_items(words, speakers, audio, plans, set(used.tolist()), config.own_voice_words, rng)
+    taken = set(used.tolist())
+    own = own_voice_items(words, speakers, audio, plans, taken, config.own_voice_words, rng)
+    own_speech = own_speech_recordings(words, speakers, audio, plans, taken, config.own_speech_seconds, rng)
     files = choose_talk(talk_files(talk_root, "eval"), config.talk_seconds, rng)
     talk = [
         TalkPiece(f, a)
@@ -318,6 +344,9 @@ def run_talk_stream(
         for name in trace.names
     ]
     summary = summarise_talk(trace, windows, stream, config, refractory)
+    speech_thresholds = own_speech_thresholds(model_path, plans, own_speech, trace.names)
+    summary["with_own_speech"] = with_thresholds(trace, speech_thresholds, windows, stream.events, refractory)
+    summary["with_own_speech"]["speech_seconds"] = config.own_speech_seconds
     by_name = {p.name: p for p in plans}
     enrolled = [by_name[name] for name in trace.names]
     summary["baselines"] = stream_baselines(

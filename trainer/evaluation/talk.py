@@ -10,7 +10,10 @@ between files; ``no_pause_share`` of them (a third) straight after the talk, its
 silence cut, because people do not always pause before a wake word and a detector that leans
 on silence before the word must pay for it here. Some of each enrolling speaker's other words
 are spliced in too (``own_voice_words``): the same voice and microphone saying something else
-is the hardest negative a personal keyword meets.
+is the hardest negative a personal keyword meets. What enrollment's ``--speech`` buys against
+them is measured on the same pass: each keyword is enrolled a second time from the same takes
+with ``own_speech_seconds`` of its speaker's further other words (none of them in the stream)
+as its ``speech``, and the trace is replayed at those thresholds (``with_own_speech``).
 
 Enrollment, detector, replay and scoring are those of the noise streams (``Spotter.enroll``,
 ``StreamingDetector.process`` in 0.1 s chunks, the permissive pass replayed at every
@@ -65,6 +68,7 @@ class TalkStreamConfig:
     enroll_takes: int = 3  # the fewest a user may give: the hardest case
     occurrences: int = 20  # target occurrences per keyword
     own_voice_words: int = 10  # per keyword: the enrolling speaker's other words, spliced in as negatives
+    own_speech_seconds: float = 10.0  # per keyword: more of them, end to end, as enrollment's --speech
     talk_seconds: float = 0.0  # talk to use (0: every evaluation file)
     no_pause_share: float = 1 / 3  # targets spliced straight after talk (its trailing silence cut)
     pause_seconds: tuple[float, float] = (0.4, 2.0)  # before and after a paused word
@@ -205,6 +209,32 @@ def own_voice_items(
     return items
 
 
+def own_speech_recordings(
+    words: np.ndarray, speakers: np.ndarray, audio: Sequence[np.ndarray], plans: Sequence[KeywordPlan],
+    used: set[int], seconds: float, rng: np.random.Generator,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per keyword: ``seconds`` of its speaker's other words that nothing else uses, with short pauses between:
+    what a user gives ``kws enroll --speech`` (their voice and microphone, not the keyword).
+
+    A keyword whose speaker has too little left gets none (and keeps its plain threshold).
+    """
+    found = {}
+    for plan in plans:
+        pool = [i for i in range(len(words)) if speakers[i] == plan.speaker and words[i] != plan.word and i not in used]
+        pieces, total = [], 0
+        for i in rng.permutation(pool):
+            if total >= seconds * RATE:
+                break
+            segment = _word_segment(np.asarray(audio[i], np.float32))[0]
+            pause = np.zeros(int(rng.uniform(0.15, 0.5) * RATE), np.float32)
+            pieces += [segment, pause]
+            total += len(segment) + len(pause)
+            used.add(int(i))
+        if total >= seconds * RATE:
+            found[plan.name] = np.concatenate(pieces)
+    return found
+
+
 def fa_sources(detections: np.ndarray, windows: KeywordWindows, events: Sequence[Event]) -> Counter:
     """Where one keyword's false alarms fell: what the latest talk or word begun before each was
     (within 1.5 s of its end: the window and the hold put a detection up to that late), else ``pause``."""
@@ -275,6 +305,42 @@ def spread(rows: dict[str, dict]) -> dict:
     }
 
 
+def operating_point(rows: dict[str, dict], windows: Sequence[KeywordWindows]) -> dict:
+    """The keywords' rows pooled: FRR, false alarms per keyword-hour with the Poisson bound, spread and sources."""
+    false = sum(r["false_alarms"] for r in rows.values())
+    hours = sum(w.negative_seconds for w in windows) / 3600.0
+    occurrences = sum(r["occurrences"] for r in rows.values())
+    hits = sum(r["hits"] for r in rows.values())
+    sources: Counter = Counter()
+    for r in rows.values():
+        sources.update(r["fa_sources"])
+    return {
+        "frr": frr(occurrences - hits, occurrences),
+        "false_alarms": false,
+        "keyword_hours": hours,
+        "fa_per_hour": fa_per_hour(false, hours * 3600.0),
+        "fa_per_hour_upper95": poisson_upper(false) / hours if hours > 0 else float("nan"),
+        "spread": spread(rows),
+        "fa_sources": dict(sources.most_common()),
+    }
+
+
+def with_thresholds(
+    trace: Trace, thresholds: dict[str, float], windows: Sequence[KeywordWindows], events: Sequence[Event],
+    refractory: float,
+) -> dict:  # fmt: skip
+    """The operating point with some keywords' thresholds replaced (the rest as enrolled), from the same pass."""
+    moved = np.array([thresholds.get(n, float(t)) for n, t in zip(trace.names, trace.thresholds, strict=True)])
+    rows = keyword_rows(replace(trace, thresholds=moved), windows, events, refractory)
+    point = operating_point(rows, windows)
+    point["per_keyword"] = {
+        name: {k: r[k] for k in ("threshold", "frr", "false_alarms", "fa_per_hour", "fa_sources")}
+        for name, r in rows.items()
+    }
+    point["keywords_moved"] = sorted(set(thresholds) & set(trace.names))
+    return point
+
+
 def summarise_talk(
     trace: Trace,
     windows: Sequence[KeywordWindows],
@@ -287,13 +353,7 @@ def summarise_talk(
     offsets = np.round(np.arange(-0.6, 0.4001, 0.01), 4)
     offset_sweep = sweep(trace, windows, offsets, refractory, per_keyword_base=True, fa_targets=TALK_FA_TARGETS)
     rows = keyword_rows(trace, windows, stream.events, refractory)
-    false = sum(r["false_alarms"] for r in rows.values())
-    hours = sum(w.negative_seconds for w in windows) / 3600.0
-    occurrences = sum(r["occurrences"] for r in rows.values())
-    hits = sum(r["hits"] for r in rows.values())
-    sources: Counter = Counter()
-    for r in rows.values():
-        sources.update(r["fa_sources"])
+    point = operating_point(rows, windows)
     talk_events = [e for e in stream.events if e.word == TALK_WORD]
     languages = Counter(e.source for e in talk_events)
     per_language_hours = Counter()
@@ -306,27 +366,16 @@ def summarise_talk(
         "talk_files": len(talk_events),
         "talk_sources": {s: {"files": languages[s], "hours": round(h, 3)} for s, h in per_language_hours.items()},
         "keywords": trace.names,
-        "target_occurrences": occurrences,
+        "target_occurrences": sum(r["occurrences"] for r in rows.values()),
         "no_pause_occurrences": sum(1 for e in stream.events if e.keyword and e.source.endswith("(no pause)")),
         "own_voice_words": sum(1 for e in stream.events if e.source.startswith(OWN_VOICE)),
-        "negative_hours_per_keyword": hours / max(1, len(windows)),
+        "negative_hours_per_keyword": point["keyword_hours"] / max(1, len(windows)),
         "encoder_runs": trace.encoder_runs,
         "processing_seconds": round(trace.seconds, 1),
         "realtime_factor": round(trace.seconds / stream.seconds, 4),
         "global": global_sweep,
         "calibrated": offset_sweep,
-        "as_enrolled": {
-            "frr": frr(occurrences - hits, occurrences),
-            "false_alarms": false,
-            "keyword_hours": hours,
-            "fa_per_hour": fa_per_hour(false, hours * 3600.0),
-            "fa_per_hour_upper95": poisson_upper(false) / hours if hours > 0 else float("nan"),
-            "spread": spread(rows),
-            "fa_sources": dict(sources.most_common()),
-        },
-        "calibrated_at_offset_0": {
-            "frr": frr(occurrences - hits, occurrences),
-            "fa_per_hour": fa_per_hour(false, hours * 3600.0),
-        },
+        "as_enrolled": point,
+        "calibrated_at_offset_0": {"frr": point["frr"], "fa_per_hour": point["fa_per_hour"]},
         "per_keyword": rows,
     }
