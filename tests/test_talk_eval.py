@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from trainer.evaluation.metrics import poisson_upper
-from trainer.evaluation.streaming import RATE, Event, KeywordWindows, StreamItem, Trace
+from trainer.evaluation.streaming import RATE, Event, KeywordPlan, KeywordWindows, StreamItem, Trace
 from trainer.evaluation.talk import (
     OWN_VOICE,
     TALK_WORD,
@@ -22,6 +22,8 @@ from trainer.evaluation.talk import (
     TalkStreamConfig,
     build_talk_stream,
     fa_sources,
+    own_speech_recordings,
+    own_voice_items,
     summarise_talk,
 )
 from trainer.real_speech import TalkFile
@@ -194,5 +196,29 @@ def test_a_short_talk_run_reports_every_keyword_and_traces_every_false_alarm(tmp
     for row in talk["per_keyword"].values():
         assert sum(row["fa_sources"].values()) == row["false_alarms"]
         assert row["fa_per_hour_upper95"] > row["fa_per_hour"]
+    mine = talk["with_own_speech"]  # --speech on the same pass: thresholds only rise, so false alarms only fall
+    assert mine["keywords_moved"] and mine["false_alarms"] <= talk["as_enrolled"]["false_alarms"]
+    for name in mine["keywords_moved"]:
+        assert mine["per_keyword"][name]["threshold"] >= talk["per_keyword"][name]["threshold"]
     assert "### Real-talk false alarms" in (out / "talk.md").read_text()
+    assert "With `--speech`" in (out / "talk.md").read_text()
     assert (out / "talk_fsdd_det.png").stat().st_size > 1000
+
+
+def test_own_speech_is_the_speakers_other_words_and_never_a_word_the_stream_holds():
+    rng = np.random.default_rng(0)
+    words = np.array(["one", "two", "three"] * 20)
+    speakers = np.array(["ann"] * 30 + ["bob"] * 30)
+    audio = [np.concatenate([np.zeros(800), 0.3 * np.ones(RATE // 2), np.zeros(800)]).astype(np.float32)] * 60
+    plans = [KeywordPlan("one by ann", "one", "ann", [], [], []), KeywordPlan("two by bob", "two", "bob", [], [], [])]
+    used = {0, 1, 2}
+    own = own_voice_items(words, speakers, audio, plans, used, 3, rng)
+    in_stream = set(used)
+    speech = own_speech_recordings(words, speakers, audio, plans, used, 4.0, rng)
+    assert set(speech) == {"one by ann", "two by bob"} and len(own) == 6
+    assert all(len(s) >= 4.0 * RATE for s in speech.values())
+    chosen = used - in_stream
+    assert chosen and not chosen & in_stream  # nothing spliced into the stream is given as --speech
+    assert all(words[i] != "one" for i in chosen if speakers[i] == "ann")
+    assert all(words[i] != "two" for i in chosen if speakers[i] == "bob")
+    assert own_speech_recordings(words, speakers, audio, plans, set(), 60.0, rng) == {}  # too little: none
