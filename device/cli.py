@@ -517,9 +517,12 @@ def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
         log.warning("keywords %s were enrolled with another encoder: re-enroll them too", ", ".join(stale))
     if args.wavs:
         takes: list = list(args.wavs)
+        speech = _speech(args, spotter)
     else:
         device = args.device if args.device is not None else args.settings.listen.get("device")
-        takes = record_takes(spotter, name, args.takes, device, sys.stderr)
+        with_speech = args.speech is RECORD_SPEECH  # recorded right after the takes, on the same microphone
+        takes, speech = record_takes(spotter, name, args.takes, device, sys.stderr, with_speech)
+        speech = speech if with_speech else _speech(args, spotter)
     keep = args.settings.keep_takes and not args.no_keep_takes
     keyword = spotter.enroll(
         name,
@@ -529,7 +532,7 @@ def cmd_enroll(args: argparse.Namespace, out: TextIO) -> int:
         replace=args.replace,
         not_files=list(args.not_files),
         language=args.language,
-        speech=_speech(args, spotter),
+        speech=speech,
     )
     stats = keyword.stats
     prototypes = len(keyword.prototypes)
@@ -558,25 +561,33 @@ def _speech(args: argparse.Namespace, spotter) -> list:
     from device.microphone import TakeRecorder, parse_device
 
     device = args.device if getattr(args, "device", None) is not None else args.settings.listen.get("device")
-    err = sys.stderr
-    print("Now about 10 s of your ordinary speech (anything but the keyword). Quiet for a moment...", file=err)
-    with TakeRecorder(spotter.sample_rate, parse_device(device), out=err) as recorder:
-        print(
-            "Talk now (count, describe the room, read something aloud); it stops after 12 s or 2.5 s of silence",
-            file=err,
-            flush=True,
-        )
-        audio = recorder.record(max_seconds=SPEECH_RECORD_SECONDS, silence_seconds=2.5, wait_seconds=8.0)
-    print(f"  recorded {len(audio) / spotter.sample_rate:.1f} s", file=err)
-    return [audio]
+    print("Now about 10 s of your ordinary speech. Quiet for a moment while the room is measured...", file=sys.stderr)
+    with TakeRecorder(spotter.sample_rate, parse_device(device), out=sys.stderr) as recorder:
+        return [record_speech(recorder, sys.stderr)]
+
+
+def record_speech(recorder, err: TextIO) -> np.ndarray:
+    """About 10 s of the user talking (anything but the keyword), from an open recorder, for --speech."""
+    print(
+        "Now talk for about 10 s about anything but the keyword (count, describe the room, read aloud); "
+        "it stops after 12 s or 2.5 s of silence",
+        file=err,
+        flush=True,
+    )
+    audio = recorder.record(max_seconds=SPEECH_RECORD_SECONDS, silence_seconds=2.5, wait_seconds=8.0)
+    print(f"  recorded {len(audio) / recorder.samplerate:.1f} s of your speech", file=err)
+    return audio
 
 
 RECORD_ATTEMPTS = 3  # tries per take from the microphone before enrollment gives up
 RECHECK_ROUNDS = 2  # times the finished set may ask again for takes unlike the rest
 
 
-def record_takes(spotter, name: str, count: int, device: str | None, err: TextIO) -> list[np.ndarray]:
-    """Record ``count`` takes, checking each as it comes and asking again for that take only.
+def record_takes(
+    spotter, name: str, count: int, device: str | None, err: TextIO, with_speech: bool = False
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Record ``count`` takes, checking each as it comes and asking again for that take only; then, with
+    ``with_speech``, the user's ordinary speech for --speech (returned as a list of none or one recording).
 
     Each take is checked for level and speech length (:func:`device.enroll.check_take`) and for
     likeness to the takes accepted so far (the rule enrollment's outlier check uses), so one bad
@@ -640,7 +651,8 @@ def record_takes(spotter, name: str, count: int, device: str | None, err: TextIO
                 print(f"Take {i + 1} does not sound like the others; once more please", file=err)
                 others = embeddings[:i] + embeddings[i + 1 :]
                 takes[i], embeddings[i] = record_one(recorder, i + 1, others)
-    return takes
+        speech = [record_speech(recorder, err)] if with_speech else []
+    return takes, speech
 
 
 def cmd_detect(args: argparse.Namespace, out: TextIO) -> int:

@@ -119,3 +119,24 @@ def test_speech_as_an_array_is_capped_at_a_minute_and_must_be_long_enough(files,
     assert keyword.stats["not_labels"] == [f"{SPEECH_LABEL}: recording 1"]
     with pytest.raises(EnrollmentError, match="at least 5 s"):
         spotter.teach_not("hey jasper", [], speech=[talk[: 2 * RATE]])
+
+
+@needs_model
+@needs_espeak
+def test_speech_is_recorded_from_the_microphone_right_after_the_takes(tmp_path):
+    parts = [quiet(0.8, 30)]
+    for i, voice in enumerate(ENROLL_VOICES):
+        parts += [say("hey jasper", *voice), quiet(1.2, 40 + i)]
+    talk = my_talk()
+    parts += [talk, quiet(4.0, 50)]
+    mic = tmp_path / "mic.wav"
+    write_wav(mic, np.concatenate(parts), RATE)
+    env = {"KWS_FAKE_INPUT": str(mic), "KWS_FAKE_INPUT_SPEED": "10"}
+    result = kws("--store", tmp_path / "store", "enroll", "hey jasper", "--speech", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "enrolled 'hey jasper': 5 takes" in result.stdout and "Now talk for about 10 s" in result.stderr
+    recorded = float(result.stderr.split("  recorded ")[1].split(" s")[0])
+    assert len(talk) / RATE - 1.0 <= recorded <= len(talk) / RATE + 1.0  # the talk, not the takes
+    keyword = KeywordStore(tmp_path / "store").keywords["hey jasper"]
+    assert keyword.stats["not_labels"] == [f"{SPEECH_LABEL}: recording 1"]
+    assert keyword.threshold > keyword.stats["calibrated_threshold"]
