@@ -204,14 +204,14 @@ def apply_negatives(keyword: Keyword, windows: list[StrongestWindow], negatives:
     if highest.score >= take_low - TAKE_MARGIN and is_own_speech(highest.label):
         warning = (
             f"{highest.label} scores {highest.score:.3f}, as high as the takes of {keyword.name!r} "
-            f"(lowest {take_low:.3f}): does it hold the keyword itself? The threshold stops at {threshold:.3f} "
-            "so the keyword still fires; record your speech again without the keyword"
+            f"(lowest {take_low:.3f}): does it hold the keyword itself? The threshold is not raised past the takes "
+            f"(it is {threshold:.3f}); record your speech again without the keyword"
         )
     elif highest.score >= take_low - TAKE_MARGIN:
         warning = (
             f"{highest.label} scores {highest.score:.3f}, as high as the takes of {keyword.name!r} "
-            f"(lowest {take_low:.3f}): it sounds like the keyword itself. The threshold stops at {threshold:.3f} "
-            "so the keyword still fires; if that file really is something else, choose a more distinct phrase"
+            f"(lowest {take_low:.3f}): it sounds like the keyword itself. The threshold is not raised past the takes "
+            f"(it is {threshold:.3f}); if that file really is something else, choose a more distinct phrase"
         )
     elif wanted > cap:
         warning = (
