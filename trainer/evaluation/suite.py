@@ -324,7 +324,9 @@ def run_talk_stream(
     checked = guard.check([keyword_clips[i] for i in used], manifest.training, model_path, True)
     taken = set(used.tolist())
     own = own_voice_items(words, speakers, audio, plans, taken, config.own_voice_words, rng)
-    own_speech = own_speech_recordings(words, speakers, audio, plans, taken, config.own_speech_seconds, rng)
+    # Its own generator: measuring --speech must not re-draw the stream everything else is measured on.
+    speech_rng = np.random.default_rng([config.seed, 6])
+    own_speech = own_speech_recordings(words, speakers, audio, plans, taken, config.own_speech_seconds, speech_rng)
     files = choose_talk(talk_files(talk_root, "eval"), config.talk_seconds, rng)
     talk = [
         TalkPiece(f, a)
