@@ -364,11 +364,18 @@ def own_speech_lines(result: dict) -> list[str]:
     plain = result["as_enrolled"]
     own_before = plain["fa_sources"].get("own-voice", 0)
     own_after = mine["fa_sources"].get("own-voice", 0)
+    rose = sum(
+        1
+        for name in mine["keywords_moved"]
+        if mine["per_keyword"][name]["threshold"] > result["per_keyword"][name]["threshold"] + 1e-4
+    )
     return [
         "",
         f"With `--speech` (each keyword enrolled again from the same takes plus {mine['speech_seconds']:g} s of its "
         f"speaker's further other words, none of them in the stream; {len(mine['keywords_moved'])} of "
-        f"{len(result['keywords'])} keywords had enough): FRR {100 * plain['frr']:.1f}% -> {100 * mine['frr']:.1f}%, "
+        f"{len(result['keywords'])} keywords had enough; it raised {rose} threshold{'' if rose == 1 else 's'}, "
+        f"the rest were already above it or capped under the takes): "
+        f"FRR {100 * plain['frr']:.1f}% -> {100 * mine['frr']:.1f}%, "
         f"{plain['fa_per_hour']:.2f} -> {mine['fa_per_hour']:.2f} FA/h per keyword (95% upper "
         f"{mine['fa_per_hour_upper95']:.2f}), false alarms on the speakers' own other words {own_before} -> "
         f"{own_after}, worst keyword {plain['spread']['max']:.2f} -> {mine['spread']['max']:.2f} FA/h "
