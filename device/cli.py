@@ -337,6 +337,18 @@ class _VersionAction(argparse.Action):
         parser.exit(0)
 
 
+def add_speech_argument(parser: argparse.ArgumentParser) -> None:
+    """``--speech [FILE]`` of enroll and set: a file, or with no FILE :data:`RECORD_SPEECH` (record it)."""
+    parser.add_argument(
+        "--speech",
+        metavar="FILE",
+        nargs="?",
+        type=Path,
+        const=RECORD_SPEECH,
+        help="~10 s of your ordinary speech, taught as not it (no FILE: record it)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Global options live on a parent parser shared by the top level and every command, with
     # SUPPRESS defaults, so `kws --store X list` and `kws list --store X` both work.
@@ -373,14 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="recordings that must not fire it (they raise its threshold)",
     )
-    p.add_argument(
-        "--speech",
-        metavar="FILE",
-        nargs="?",
-        type=Path,
-        const=RECORD_SPEECH,
-        help="~10 s of your ordinary speech, taught as not it (no FILE: record it)",
-    )
+    add_speech_argument(p)
     p.add_argument(
         "--language",
         type=language_value,
@@ -447,15 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="recordings that wrongly fired it: its threshold moves above them",
     )
-    p.add_argument(
-        "--speech",
-        dest="speech",
-        metavar="FILE",
-        nargs="?",
-        type=Path,
-        const=RECORD_SPEECH,
-        help="~10 s of your ordinary speech, taught as not it (no FILE: record it)",
-    )
+    add_speech_argument(p)
 
     p = command("list", LIST_HELP, "list enrolled keywords")
     p.add_argument("--json", action="store_true", help="one JSON object per keyword")

@@ -155,10 +155,9 @@ def own_speech_window(
     """
     rate = encoder.manifest.frontend.sample_rate
     samples = _first_seconds(audio, rate, MAX_SPEECH_SECONDS)
-    name = str(audio) if isinstance(audio, (str, Path)) else label
     if len(samples) < MIN_SPEECH_SECONDS * rate:
         raise EnrollmentError(
-            f"--speech {name}: {len(samples) / rate:.1f} s; it needs at least {MIN_SPEECH_SECONDS:.0f} s of your "
+            f"--speech {label}: {len(samples) / rate:.1f} s; it needs at least {MIN_SPEECH_SECONDS:.0f} s of your "
             "ordinary speech (about 10 s of you talking about anything but the keyword)"
         )
     label = label if is_own_speech(label) else f"{SPEECH_LABEL}: {label}"

@@ -231,25 +231,17 @@ class Spotter:
     ) -> list[StrongestWindow]:
         """Each --not (then --speech) recording's strongest window against ``keyword`` (files named by path,
         arrays by number)."""
-        found = [
-            strongest_window(
+        scans = [(strongest_window, not_files, "--not recording"), (own_speech_window, speech, "recording")]
+        return [
+            scan(
                 self.encoder,
                 keyword,
                 item,
-                str(item) if isinstance(item, (str, Path)) else f"--not recording {i + 1}",
+                str(item) if isinstance(item, (str, Path)) else f"{unnamed} {i + 1}",
                 self.settings,
             )
-            for i, item in enumerate(not_files)
-        ]
-        return found + [
-            own_speech_window(
-                self.encoder,
-                keyword,
-                item,
-                str(item) if isinstance(item, (str, Path)) else f"recording {i + 1}",
-                self.settings,
-            )
-            for i, item in enumerate(speech)
+            for scan, items, unnamed in scans
+            for i, item in enumerate(items)
         ]
 
     def _carried_windows(self, old: Keyword, keyword: Keyword) -> list[StrongestWindow]:
@@ -259,10 +251,12 @@ class Spotter:
             return []
         clips = kept_not_files(self.store.folder / old.takes_dir if old.takes_dir else None)
         if len(clips) == len(labels):
-            scan = {True: own_speech_window, False: strongest_window}
             return [
                 dataclasses.replace(
-                    scan[is_own_speech(label)](self.encoder, keyword, clip, label, self.settings), label=label
+                    (own_speech_window if is_own_speech(label) else strongest_window)(
+                        self.encoder, keyword, clip, label, self.settings
+                    ),
+                    label=label,
                 )
                 for clip, label in zip(clips, labels, strict=True)
             ]

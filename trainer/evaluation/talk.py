@@ -195,6 +195,11 @@ def _room_floor(samples: int, rng: np.random.Generator, dbfs: float) -> np.ndarr
     return background(clips, samples, rng, dbfs)
 
 
+def _other_words(words: np.ndarray, speakers: np.ndarray, plan: KeywordPlan, used: set[int]) -> list[int]:
+    """Indices of the keyword's speaker's takes of other words that nothing has used yet."""
+    return [i for i in range(len(words)) if speakers[i] == plan.speaker and words[i] != plan.word and i not in used]
+
+
 def own_voice_items(
     words: np.ndarray, speakers: np.ndarray, audio: Sequence[np.ndarray], plans: Sequence[KeywordPlan],
     used: set[int], per_keyword: int, rng: np.random.Generator,
@@ -202,7 +207,7 @@ def own_voice_items(
     """Each enrolling speaker's takes of words that are not their keyword (and were not used), as negatives."""
     items = []
     for plan in plans:
-        pool = [i for i in range(len(words)) if speakers[i] == plan.speaker and words[i] != plan.word and i not in used]
+        pool = _other_words(words, speakers, plan, used)
         for i in rng.choice(pool, size=min(per_keyword, len(pool)), replace=False):
             items.append(StreamItem(audio[i], str(words[i]), str(speakers[i]), OWN_VOICE))
             used.add(int(i))
@@ -220,7 +225,7 @@ def own_speech_recordings(
     """
     found = {}
     for plan in plans:
-        pool = [i for i in range(len(words)) if speakers[i] == plan.speaker and words[i] != plan.word and i not in used]
+        pool = _other_words(words, speakers, plan, used)
         pieces, total = [], 0
         for i in rng.permutation(pool):
             if total >= seconds * RATE:
@@ -265,18 +270,15 @@ def _sub_trace(trace: Trace, k: int) -> Trace:
     return replace(trace, scores=trace.scores[:, [k]], names=[trace.names[k]], thresholds=trace.thresholds[[k]])
 
 
-def keyword_rows(
+def enrolled_rows(
     trace: Trace, windows: Sequence[KeywordWindows], events: Sequence[Event], refractory: float
 ) -> dict[str, dict]:
-    """Per keyword: hits and false alarms at its as-enrolled threshold (with the Poisson bound and their sources),
-    and its own FRR at each of :data:`TALK_FA_TARGETS` (its threshold swept alone)."""
+    """Per keyword: hits and false alarms at its threshold in ``trace`` (with the Poisson bound and their sources)."""
     rows = {}
     for k, (name, w) in enumerate(zip(trace.names, windows, strict=True)):
         fired = replay(trace.times, trace.scores[:, k], trace.thresholds[k], refractory)
         hits, total, false = count(fired, w)
         hours = w.negative_seconds / 3600.0
-        own = _sub_trace(trace, k)
-        alone = sweep(own, [w], threshold_grid(own, [w]), refractory, fa_targets=TALK_FA_TARGETS)
         rows[name] = {
             "threshold": round(float(trace.thresholds[k]), 4),
             "hits": hits,
@@ -287,8 +289,21 @@ def keyword_rows(
             "fa_per_hour": fa_per_hour(false, w.negative_seconds),
             "fa_per_hour_upper95": poisson_upper(false) / hours if hours > 0 else float("nan"),
             "fa_sources": dict(fa_sources(fired, w, events).most_common()),
-            "frr_at_fa": alone["frr_at_fa"],
         }
+    return rows
+
+
+def keyword_rows(
+    trace: Trace, windows: Sequence[KeywordWindows], events: Sequence[Event], refractory: float
+) -> dict[str, dict]:
+    """:func:`enrolled_rows` at the as-enrolled thresholds, and each keyword's own FRR at each of
+    :data:`TALK_FA_TARGETS` (its threshold swept alone)."""
+    rows = enrolled_rows(trace, windows, events, refractory)
+    for k, (name, w) in enumerate(zip(trace.names, windows, strict=True)):
+        own = _sub_trace(trace, k)
+        rows[name]["frr_at_fa"] = sweep(own, [w], threshold_grid(own, [w]), refractory, fa_targets=TALK_FA_TARGETS)[
+            "frr_at_fa"
+        ]
     return rows
 
 
@@ -331,7 +346,7 @@ def with_thresholds(
 ) -> dict:  # fmt: skip
     """The operating point with some keywords' thresholds replaced (the rest as enrolled), from the same pass."""
     moved = np.array([thresholds.get(n, float(t)) for n, t in zip(trace.names, trace.thresholds, strict=True)])
-    rows = keyword_rows(replace(trace, thresholds=moved), windows, events, refractory)
+    rows = enrolled_rows(replace(trace, thresholds=moved), windows, events, refractory)
     point = operating_point(rows, windows)
     point["per_keyword"] = {
         name: {k: r[k] for k in ("threshold", "frr", "false_alarms", "fa_per_hour", "fa_sources")}
